@@ -1,0 +1,64 @@
+import os from 'node:os';
+import { Command } from 'commander';
+import { resolveServerConfig, type ServerFlags } from '../config/server-config.js';
+import { setUserSecret } from '../config/users-file.js';
+import { hashPassword } from '../intake/password-hash.js';
+import { startServer } from '../intake/server.js';
+import { ConfigError } from '../shared/errors.js';
+import { createLogger } from '../shared/logger.js';
+import { envOption, EXIT, runCli } from './run-cli.js';
+import { readSecret } from './read-secret.js';
+
+const program = new Command('mta-server')
+  .description('SMTP submission daemon: accepts mail on 587 (STARTTLS + AUTH) into the spool mta-queue delivers from')
+  .enablePositionalOptions()
+  .addOption(envOption('--host <addr>', 'listen address (:: for both families) [0.0.0.0]'))
+  .addOption(envOption('--port <n>', 'SMTP submission port with STARTTLS [587]'))
+  .addOption(envOption('--smtps-port <n>', 'implicit TLS port, e.g. 465 [off]'))
+  .addOption(envOption('--spool <dir>', 'spool directory shared with mta-queue [/var/mailqueue]'))
+  .addOption(envOption('--users <file>', 'users file, user:password or user:$scrypt$… lines [/etc/mta-relay/users.txt]'))
+  .addOption(envOption('--cert <file>', 'TLS certificate chain (PEM) [/etc/mta-relay/cert.pem]'))
+  .addOption(envOption('--key <file>', 'TLS private key (PEM) [/etc/mta-relay/key.pem]'))
+  .addOption(envOption('--hostname <name>', 'name in the banner, EHLO reply and Received header [os.hostname()]'))
+  .addOption(envOption('--max-size <size>', 'largest message accepted, advertised as SIZE [25m]'))
+  .addOption(envOption('--max-recipients <n>', 'recipients per message; more get 452 4.5.3 [100]'))
+  .addOption(envOption('--trusted-networks <cidrs>', 'clients that may send without AUTH or TLS, e.g. 127.0.0.0/8,::1 [none]'))
+  .addOption(envOption('--max-connections-per-ip <n>', 'simultaneous connections from one address [50]'))
+  .addOption(envOption('--session-time-limit <dur>', 'longest a session may last, however active [30m]'))
+  .addOption(envOption('--idle-timeout <dur>', 'longest wait for the next command [5m]'))
+  .addOption(envOption('--shutdown-timeout <dur>', 'on SIGTERM, how long sessions in DATA may take to finish [30s]'))
+  .addOption(envOption('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent [info]'))
+  .addOption(envOption('--log-format <format>', 'json (for journald) or pretty [json]'))
+  .action(async (flags: Partial<ServerFlags>) => {
+    const config = resolveServerConfig(flags, os.hostname());
+    const logger = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
+    const server = await startServer(config, { logger });
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ event: 'signal', signal }, `${signal}: shutting down`);
+      server.close().then(
+        () => process.exit(EXIT.ok),
+        () => process.exit(EXIT.runtime),
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => void server.reload());
+  });
+
+program
+  .command('passwd')
+  .description("read a password from stdin and add or replace USER's scrypt line in the users file")
+  .argument('<user>', 'user name (no spaces or colons)')
+  .addOption(envOption('--users <file>', 'users file [/etc/mta-relay/users.txt]'))
+  .action(async (user: string, flags: { users?: string }) => {
+    const file = flags.users ?? '/etc/mta-relay/users.txt';
+    const password = await readSecret(`Password for ${user}: `);
+    if (password === '') throw new ConfigError('empty password, nothing changed');
+    const result = await setUserSecret(file, user, await hashPassword(password));
+    process.stderr.write(`mta-server: ${result} ${user} in ${file}\n`);
+  });
+
+await runCli(program, process.argv);

@@ -1,0 +1,88 @@
+import type net from 'node:net';
+import { ConfigError } from '../shared/errors.js';
+import { LOG_LEVELS } from '../shared/logger.js';
+import { parseDuration, parseNetworks, parsePort, parsePositiveInteger, parseSize } from './units.js';
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  smtpsPort: number | null;
+  spool: string;
+  usersFile: string;
+  certFile: string;
+  keyFile: string;
+  hostname: string;
+  maxSize: number;
+  maxRecipients: number;
+  trustedNetworks: net.BlockList | null;
+  maxConnectionsPerIp: number;
+  /** Whole-session deadline: a client that trickles commands cannot hold a slot forever. */
+  sessionTimeLimit: number;
+  idleTimeout: number;
+  /** How long SIGTERM waits for sessions in DATA before cutting them off. */
+  shutdownTimeout: number;
+  logLevel: string;
+  logFormat: 'json' | 'pretty';
+}
+
+/** Flag values as commander hands them over (flag, else MTA_* variable, else default). */
+export type ServerFlags = Record<keyof typeof SERVER_FLAG_DEFAULTS, string | undefined>;
+
+export const SERVER_FLAG_DEFAULTS = {
+  host: '0.0.0.0',
+  port: '587',
+  smtpsPort: undefined,
+  spool: '/var/mailqueue',
+  users: '/etc/mta-relay/users.txt',
+  cert: '/etc/mta-relay/cert.pem',
+  key: '/etc/mta-relay/key.pem',
+  hostname: undefined,
+  maxSize: '25m',
+  maxRecipients: '100',
+  trustedNetworks: undefined,
+  maxConnectionsPerIp: '50',
+  sessionTimeLimit: '30m',
+  idleTimeout: '5m',
+  shutdownTimeout: '30s',
+  logLevel: 'info',
+  logFormat: 'json',
+} as const;
+
+export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname: string): ServerConfig {
+  const value = (name: keyof ServerFlags): string | undefined => flags[name] ?? SERVER_FLAG_DEFAULTS[name];
+  const required = (name: keyof ServerFlags): string => {
+    const text = value(name);
+    if (text === undefined || text === '') throw new ConfigError(`--${kebab(name)} must not be empty`);
+    return text;
+  };
+  const smtpsPort = value('smtpsPort');
+  const trusted = value('trustedNetworks');
+  return {
+    host: required('host'),
+    port: parsePort(required('port'), '--port'),
+    smtpsPort: smtpsPort === undefined || smtpsPort === '' ? null : parsePort(smtpsPort, '--smtps-port'),
+    spool: required('spool'),
+    usersFile: required('users'),
+    certFile: required('cert'),
+    keyFile: required('key'),
+    hostname: value('hostname') || defaultHostname,
+    maxSize: parseSize(required('maxSize'), '--max-size'),
+    maxRecipients: parsePositiveInteger(required('maxRecipients'), '--max-recipients', 100_000),
+    trustedNetworks: trusted ? parseNetworks(trusted, '--trusted-networks') : null,
+    maxConnectionsPerIp: parsePositiveInteger(required('maxConnectionsPerIp'), '--max-connections-per-ip'),
+    sessionTimeLimit: parseDuration(required('sessionTimeLimit'), '--session-time-limit'),
+    idleTimeout: parseDuration(required('idleTimeout'), '--idle-timeout'),
+    shutdownTimeout: parseDuration(required('shutdownTimeout'), '--shutdown-timeout'),
+    logLevel: oneOf(required('logLevel'), LOG_LEVELS, '--log-level'),
+    logFormat: oneOf(required('logFormat'), ['json', 'pretty'] as const, '--log-format'),
+  };
+}
+
+export function oneOf<T extends string>(text: string, allowed: readonly T[], what: string): T {
+  if (!(allowed as readonly string[]).includes(text)) throw new ConfigError(`${what}: "${text}" is not one of ${allowed.join(', ')}`);
+  return text as T;
+}
+
+export function kebab(name: string): string {
+  return name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+}

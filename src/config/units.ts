@@ -1,0 +1,46 @@
+import net from 'node:net';
+import { ConfigError } from '../shared/errors.js';
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** `500ms`, `30s`, `5m`, `2h`, `5d` → milliseconds (shared/design/cli.md). */
+export function parseDuration(text: string, what = 'duration'): number {
+  const match = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!match) throw new ConfigError(`${what}: "${text}" is not a duration (use 500ms, 30s, 5m, 2h or 5d)`);
+  return Number(match[1]) * DURATION_UNITS[match[2]!]!;
+}
+
+/** Bytes, or `10k`, `25m`, `1g` → bytes. */
+export function parseSize(text: string, what = 'size'): number {
+  const match = /^(\d+)([kmg]?)$/i.exec(text.trim());
+  const bytes = match ? Number(match[1]) * SIZE_UNITS[match[2]!.toLowerCase()]! : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new ConfigError(`${what}: "${text}" is not a size (use bytes, 10k or 25m)`);
+  return bytes;
+}
+
+export function parsePositiveInteger(text: string, what: string, max = Number.MAX_SAFE_INTEGER): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new ConfigError(`${what}: "${text}" is not a whole number from 1 to ${max}`);
+  return value;
+}
+
+export function parsePort(text: string, what: string): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!Number.isInteger(value) || value < 0 || value > 65535) throw new ConfigError(`${what}: "${text}" is not a port number (0-65535)`);
+  return value;
+}
+
+/** `127.0.0.0/8,::1,10.1.2.3` → a BlockList; a bare address is a single host. */
+export function parseNetworks(text: string, what: string): net.BlockList {
+  const list = new net.BlockList();
+  for (const entry of text.split(',').map((part) => part.trim()).filter(Boolean)) {
+    const [address = '', prefixText] = entry.split('/');
+    const family = net.isIPv4(address) ? 'ipv4' : net.isIPv6(address) ? 'ipv6' : undefined;
+    const maxPrefix = family === 'ipv4' ? 32 : 128;
+    const prefix = prefixText === undefined ? maxPrefix : /^\d+$/.test(prefixText) ? Number(prefixText) : NaN;
+    if (!family || !(prefix >= 0 && prefix <= maxPrefix)) throw new ConfigError(`${what}: "${entry}" is not an address or CIDR network`);
+    list.addSubnet(address, prefix, family);
+  }
+  return list;
+}

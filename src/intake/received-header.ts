@@ -1,0 +1,43 @@
+import type { HeaderAdditions } from './message-normalizer.js';
+
+export interface ReceivedDetails {
+  queueId: string;
+  ourHostname: string;
+  clientAddress: string;
+  clientHostname: string | null;
+  helo: string | null;
+  /** RFC 3848 protocol name: ESMTP, ESMTPS, ESMTPA, ESMTPSA. */
+  protocol: string;
+  tls: { version: string; cipher: string } | null;
+  recipients: string[];
+  date: Date;
+}
+
+/** RFC 5322 §3.3 date-time in UTC, e.g. `Thu, 26 Nov 2026 10:08:42 +0000`. */
+export function formatRfc5322Date(date: Date): string {
+  return date.toUTCString().replace(/GMT$/, '+0000');
+}
+
+/**
+ * The trace line (RFC 5321 §4.4) in Postfix's shape, so operators read it as they are used to; `for` names the
+ * recipient only when there is one, as Postfix does, so a list of recipients is not disclosed to each.
+ */
+export function formatReceivedHeader(details: ReceivedDetails): string {
+  const client = `${details.helo ?? details.clientAddress} (${details.clientHostname ?? 'unknown'} [${details.clientAddress}])`;
+  const tls = details.tls ? `\r\n\t(using ${details.tls.version} with cipher ${details.tls.cipher})` : '';
+  const forClause = details.recipients.length === 1 ? `\r\n\tfor <${details.recipients[0]}>` : '';
+  return (
+    `Received: from ${client}${tls}\r\n\tby ${details.ourHostname} (mta-relay) with ${details.protocol} id ${details.queueId}` +
+    `${forClause}; ${formatRfc5322Date(details.date)}\r\n`
+  );
+}
+
+export function submissionHeaderAdditions(details: ReceivedDetails): HeaderAdditions {
+  return {
+    prepend: formatReceivedHeader(details),
+    ifMissing: [
+      { name: 'Message-ID', line: `Message-ID: <${details.queueId}@${details.ourHostname}>\r\n` },
+      { name: 'Date', line: `Date: ${formatRfc5322Date(details.date)}\r\n` },
+    ],
+  };
+}

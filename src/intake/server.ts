@@ -1,0 +1,180 @@
+import type { AddressInfo } from 'node:net';
+import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { ServerConfig } from '../config/server-config.js';
+import { systemClock, type Clock } from '../shared/clock.js';
+import { hasSmtpReply, toSmtpServerError, type RelayError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { ensureSpool, spoolLayout } from '../spool/layout.js';
+import { MessageWriter } from '../spool/message-writer.js';
+import { AuthThrottle, DEFAULT_AUTH_THROTTLE, type AuthThrottlePolicy } from './auth-throttle.js';
+import { receiveMessage } from './receive-message.js';
+import { RelaySmtpServer } from './relay-smtp-server.js';
+import { SubmissionPolicy } from './submission-policy.js';
+import { loadTlsFiles } from './tls-files.js';
+import { UserStore } from './user-store.js';
+
+export interface ServerDeps {
+  logger: Logger;
+  clock?: Clock;
+  authThrottle?: AuthThrottlePolicy;
+}
+
+export interface RunningServer {
+  /** Bound ports (useful when the config asked for port 0). */
+  ports: { submission: number; smtps: number | null };
+  /** SIGHUP: re-read users and certificates; a broken file keeps the old one and the error is logged. */
+  reload(): Promise<void>;
+  /** SIGTERM: stop accepting, close idle sessions, let sessions in DATA finish within shutdownTimeout. */
+  close(): Promise<void>;
+}
+
+export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {
+  const { logger } = deps;
+  const clock = deps.clock ?? systemClock;
+  const layout = spoolLayout(config.spool);
+  const [tlsFiles, users] = await Promise.all([loadTlsFiles(config.certFile, config.keyFile), UserStore.load(config.usersFile), ensureSpool(layout)]);
+  const writer = new MessageWriter(layout);
+  const connections = new Map<string, SMTPConnection>();
+  const perAddress = new Map<string, number>();
+  const inData = new Set<string>();
+  let closing = false;
+
+  const policy = new SubmissionPolicy({
+    users,
+    throttle: new AuthThrottle(deps.authThrottle ?? DEFAULT_AUTH_THROTTLE, clock),
+    trustedNetworks: config.trustedNetworks,
+    maxRecipients: config.maxRecipients,
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
+    connectionsFrom: (address) => perAddress.get(address) ?? 0,
+    logger,
+  });
+
+  const refuse = (session: SMTPServerSession, stage: string, error: RelayError) => {
+    logger.info({ event: 'rejected', session: session.id, client: session.remoteAddress, stage, reason: error.code, reply: error.smtp?.code }, error.message);
+    return hasSmtpReply(error) ? toSmtpServerError(error) : error;
+  };
+
+  const options: SMTPServerOptions = {
+    name: config.hostname,
+    key: tlsFiles.key,
+    cert: tlsFiles.cert,
+    size: config.maxSize,
+    authMethods: ['PLAIN', 'LOGIN'],
+    authOptional: true, // SubmissionPolicy decides, so trusted networks can send without AUTH
+    hideENHANCEDSTATUSCODES: false,
+    disableReverseLookup: true,
+    socketTimeout: config.idleTimeout,
+    closeTimeout: config.shutdownTimeout,
+    logger: false,
+    onConnect(session, callback) {
+      const refusal = policy.checkConnect(session);
+      if (refusal) return callback(refuse(session, 'connect', refusal));
+      logger.info({ event: 'connect', session: session.id, client: session.remoteAddress, tls: session.secure }, 'connect');
+      callback();
+    },
+    onSecure(_socket, session, callback) {
+      policy.secured(session);
+      const tls = session.tlsOptions;
+      logger.debug({ event: 'tls', session: session.id, client: session.remoteAddress, version: tls && tls.version, cipher: tls && tls.name }, 'tls');
+      callback();
+    },
+    onAuth(auth, session, callback) {
+      policy.authenticate(auth, session).then(
+        (response) => callback(null, response),
+        (error: RelayError) => callback(hasSmtpReply(error) ? toSmtpServerError(error) : error),
+      );
+    },
+    onMailFrom(address, session, callback) {
+      const refusal = policy.checkSender(address, session);
+      callback(refusal && refuse(session, 'mail', refusal));
+    },
+    onRcptTo(address, session, callback) {
+      const refusal = policy.checkRecipient(address, session);
+      callback(refusal && refuse(session, 'rcpt', refusal));
+    },
+    onData(stream, session, callback) {
+      inData.add(session.id);
+      const started = clock.now();
+      receiveMessage(stream, session, { writer, hostname: config.hostname, maxSize: config.maxSize, clock })
+        .then(
+          ({ queueId, size }) => {
+            logger.info(
+              { event: 'accepted', queueId, session: session.id, client: session.remoteAddress, user: session.user || null, size, recipients: session.envelope.rcptTo.length, ms: clock.now() - started },
+              'accepted',
+            );
+            callback(null, `Ok: queued as ${queueId}`);
+          },
+          (error: RelayError) => {
+            if (!hasSmtpReply(error) || error.smtp.code !== 452) return callback(refuse(session, 'data', error));
+            logger.error({ event: 'rejected', session: session.id, client: session.remoteAddress, stage: 'data', reason: error.code, err: error.cause }, error.message);
+            callback(toSmtpServerError(error));
+          },
+        )
+        .finally(() => {
+          inData.delete(session.id);
+          // After the reply to this DATA, a closing server hangs up instead of waiting for the client's QUIT.
+          if (closing) setImmediate(() => connections.get(session.id)?.send(421, '4.3.2 Server shutting down'));
+        });
+    },
+    onClose(session) {
+      logger.debug({ event: 'disconnect', session: session.id, client: session.remoteAddress }, 'disconnect');
+    },
+  };
+
+  const hooks = {
+    onOpen(connection: SMTPConnection) {
+      const address = connection.remoteAddress;
+      connections.set(connection.id, connection);
+      perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
+      const deadline = setTimeout(() => {
+        logger.warn({ event: 'session-timeout', session: connection.id, client: address }, 'session time limit reached, closing');
+        connection.send(421, `4.4.2 ${config.hostname} Session time limit exceeded, closing connection`);
+      }, config.sessionTimeLimit);
+      deadline.unref();
+      return () => {
+        clearTimeout(deadline);
+        connections.delete(connection.id);
+        const remaining = (perAddress.get(address) ?? 1) - 1;
+        if (remaining > 0) perAddress.set(address, remaining);
+        else perAddress.delete(address);
+      };
+    },
+  };
+
+  const submission = new RelaySmtpServer({ ...options }, hooks);
+  const smtps = config.smtpsPort === null ? null : new RelaySmtpServer({ ...options, secure: true }, hooks);
+  const servers = smtps ? [submission, smtps] : [submission];
+  for (const server of servers) server.on('error', (error: Error) => logger.warn({ event: 'smtp-error', err: error }, 'smtp connection error'));
+
+  const listen = (server: RelaySmtpServer, port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.server.once('error', reject);
+      server.listen(port, config.host, () => {
+        server.server.removeListener('error', reject);
+        resolve((server.server.address() as AddressInfo).port);
+      });
+    });
+  const ports = { submission: await listen(submission, config.port), smtps: smtps ? await listen(smtps, config.smtpsPort!) : null };
+  logger.info({ event: 'listening', host: config.host, ...ports, spool: layout.root, users: users.size }, 'mta-server listening');
+
+  return {
+    ports,
+    async reload() {
+      const [tlsResult, usersResult] = await Promise.allSettled([loadTlsFiles(config.certFile, config.keyFile), users.reload()]);
+      if (tlsResult.status === 'fulfilled') for (const server of servers) server.updateSecureContext(tlsResult.value);
+      for (const [what, result] of [['certificates', tlsResult], ['users', usersResult]] as const) {
+        if (result.status === 'fulfilled') logger.info({ event: 'reload', what }, `reloaded ${what}`);
+        else logger.error({ event: 'reload-failed', what, err: result.reason }, `reload of ${what} failed, keeping the previous ones: ${(result.reason as Error).message}`);
+      }
+    },
+    async close() {
+      closing = true;
+      logger.info({ event: 'stopping', sessions: connections.size, inData: inData.size }, 'stopping: no new connections');
+      const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      for (const connection of connections.values()) if (!inData.has(connection.id)) connection.send(421, '4.3.2 Server shutting down');
+      await Promise.all(stopped);
+      logger.info({ event: 'stopped' }, 'mta-server stopped');
+    },
+  };
+}

@@ -1,0 +1,39 @@
+import { loadUsersFile } from '../config/users-file.js';
+import { verifyPassword, type Credential } from './password-hash.js';
+
+/** Unknown users are checked against this, so a probe cannot tell "no such user" from "wrong password" by time. */
+const DECOY: Credential = {
+  kind: 'scrypt',
+  cost: 2 ** 14,
+  blockSize: 8,
+  parallelization: 1,
+  salt: Buffer.alloc(16, 7),
+  hash: Buffer.alloc(32, 7),
+};
+
+/** The users file as loaded last; `reload` swaps it only when the new file parses (SIGHUP). */
+export class UserStore {
+  private constructor(
+    private readonly filePath: string,
+    private users: Map<string, Credential>,
+  ) {}
+
+  static async load(filePath: string): Promise<UserStore> {
+    return new UserStore(filePath, await loadUsersFile(filePath));
+  }
+
+  get size(): number {
+    return this.users.size;
+  }
+
+  async reload(): Promise<number> {
+    this.users = await loadUsersFile(this.filePath);
+    return this.users.size;
+  }
+
+  async verify(user: string, password: string): Promise<boolean> {
+    const credential = this.users.get(user);
+    const matches = await verifyPassword(credential ?? DECOY, password);
+    return credential !== undefined && matches;
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Errors are values: callers branch on the class or `code`, never on message text. Where an error
+ * ends an SMTP command, `smtp` is the reply the client gets (RFC 5321 code, RFC 3463 enhanced status).
+ */
+export interface SmtpReply {
+  code: number;
+  enhanced: string;
+}
+
+export abstract class RelayError extends Error {
+  abstract readonly code: string;
+  readonly smtp?: SmtpReply;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A flag, environment variable or file the operator gave us is unusable: exit status 2. */
+export class ConfigError extends RelayError {
+  readonly code = 'ECONFIG';
+}
+
+export class SpoolWriteError extends RelayError {
+  readonly code = 'ESPOOLWRITE';
+  override readonly smtp = { code: 452, enhanced: '4.3.1' };
+}
+
+export class CorruptSpoolEntryError extends RelayError {
+  readonly code = 'ESPOOLCORRUPT';
+}
+
+export class MessageTooLargeError extends RelayError {
+  readonly code = 'ETOOLARGE';
+  override readonly smtp = { code: 552, enhanced: '5.3.4' };
+}
+
+export class AuthRequiredError extends RelayError {
+  readonly code = 'EAUTHREQUIRED';
+  override readonly smtp = { code: 530, enhanced: '5.7.0' };
+}
+
+export class AuthFailedError extends RelayError {
+  readonly code = 'EAUTHFAILED';
+  override readonly smtp = { code: 535, enhanced: '5.7.8' };
+}
+
+/** Too many failed AUTH attempts from one address; the connection is closed (421 always closes). */
+export class ClientBlockedError extends RelayError {
+  readonly code = 'ECLIENTBLOCKED';
+  override readonly smtp = { code: 421, enhanced: '4.7.0' };
+}
+
+export class TooManyConnectionsError extends RelayError {
+  readonly code = 'ETOOMANYCONN';
+  override readonly smtp = { code: 421, enhanced: '4.7.0' };
+}
+
+export class TooManyRecipientsError extends RelayError {
+  readonly code = 'ETOOMANYRCPT';
+  override readonly smtp = { code: 452, enhanced: '4.5.3' };
+}
+
+export class InvalidSenderError extends RelayError {
+  readonly code = 'EBADSENDER';
+  override readonly smtp = { code: 553, enhanced: '5.1.7' };
+}
+
+export class InvalidRecipientError extends RelayError {
+  readonly code = 'EBADRCPT';
+  override readonly smtp = { code: 553, enhanced: '5.1.3' };
+}
+
+/** Shape smtp-server expects from a handler callback; the enhanced status leads the text (see relay-smtp-server). */
+export function toSmtpServerError(error: RelayError & { smtp: SmtpReply }): Error & { responseCode: number } {
+  return Object.assign(new Error(`${error.smtp.enhanced} ${error.message}`), { responseCode: error.smtp.code });
+}
+
+export function hasSmtpReply(error: unknown): error is RelayError & { smtp: SmtpReply } {
+  return error instanceof RelayError && error.smtp !== undefined;
+}
