@@ -103,7 +103,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
               { event: 'accepted', queueId, session: session.id, client: session.remoteAddress, user: session.user || null, size, recipients: session.envelope.rcptTo.length, ms: clock.now() - started },
               'accepted',
             );
-            callback(null, `Ok: queued as ${queueId}`);
+            // 2.0.0 with Postfix's wording: PHPMailer (Acelle) reads the queue id only from that exact reply.
+            callback(null, `2.0.0 Ok: queued as ${queueId}`);
           },
           (error: RelayError) => {
             if (!hasSmtpReply(error) || error.smtp.code !== 452) return callback(refuse(session, 'data', error));

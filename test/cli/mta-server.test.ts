@@ -177,7 +177,7 @@ describe('mta-server command line', () => {
     await assert.rejects(RawSmtpClient.connect(port), 'no new connections');
     busy.write('second half\r\n.\r\n');
     const reply = await busy.read();
-    assert.match(reply.raw, /^250 2\.6\.0 Ok: queued as /);
+    assert.match(reply.raw, /^250 2\.0\.0 Ok: queued as /);
     assert.match((await busy.read()).raw, /^421 /, 'then the server hangs up');
     assert.equal((await daemon.exit()).code, 0);
     const queueId = /queued as (\S+)/.exec(reply.raw)![1]!;

@@ -1,0 +1,75 @@
+import { ConfigError } from '../shared/errors.js';
+import { LOG_LEVELS } from '../shared/logger.js';
+import { parseRetrySchedule } from '../delivery/retry-policy.js';
+import { oneOf } from './server-config.js';
+import { parseDuration, parsePort, parsePositiveInteger } from './units.js';
+
+export interface QueueConfig {
+  spool: string;
+  concurrency: number;
+  hostname: string;
+  /** `host:port` strings for node's Resolver#setServers, or null for the system resolver. */
+  dnsServers: string[] | null;
+  smtpPort: number;
+  retrySchedule: number[];
+  maxQueueTime: number;
+  maxConnectionsPerDestination: number;
+  /** Fallback scan of incoming/ for when file-system events are missed (network filesystems, overflow). */
+  pollInterval: number;
+  connectTimeout: number;
+  /** On SIGTERM, how long deliveries in flight may take before the process exits (their claims are recovered). */
+  shutdownTimeout: number;
+  logLevel: string;
+  logFormat: 'json' | 'pretty';
+}
+
+export type QueueFlags = Record<keyof typeof QUEUE_FLAG_DEFAULTS, string | undefined>;
+
+export const QUEUE_FLAG_DEFAULTS = {
+  spool: '/var/mailqueue',
+  concurrency: '20',
+  hostname: undefined,
+  dnsServers: undefined,
+  smtpPort: '25',
+  retrySchedule: '1m,5m,15m,30m,1h,2h,4h',
+  maxQueueTime: '5d',
+  maxConnectionsPerDestination: '10',
+  pollInterval: '1s',
+  connectTimeout: '30s',
+  shutdownTimeout: '30s',
+  logLevel: 'info',
+  logFormat: 'json',
+} as const;
+
+export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: string): QueueConfig {
+  const value = (name: keyof QueueFlags) => flags[name] ?? QUEUE_FLAG_DEFAULTS[name] ?? '';
+  const dns = value('dnsServers');
+  const smtpPort = parsePort(value('smtpPort'), '--smtp-port');
+  if (smtpPort === 0) throw new ConfigError('--smtp-port: 0 is not a port to connect to');
+  if (value('spool') === '') throw new ConfigError('--spool must not be empty');
+  return {
+    spool: value('spool'),
+    concurrency: parsePositiveInteger(value('concurrency'), '--concurrency', 10_000),
+    hostname: value('hostname') || defaultHostname,
+    dnsServers: dns ? dns.split(',').map((server) => parseDnsServer(server.trim())) : null,
+    smtpPort,
+    retrySchedule: parseRetrySchedule(value('retrySchedule')),
+    maxQueueTime: parseDuration(value('maxQueueTime'), '--max-queue-time'),
+    maxConnectionsPerDestination: parsePositiveInteger(value('maxConnectionsPerDestination'), '--max-connections-per-destination', 1000),
+    pollInterval: parseDuration(value('pollInterval'), '--poll-interval'),
+    connectTimeout: parseDuration(value('connectTimeout'), '--connect-timeout'),
+    shutdownTimeout: parseDuration(value('shutdownTimeout'), '--shutdown-timeout'),
+    logLevel: oneOf(value('logLevel'), LOG_LEVELS, '--log-level'),
+    logFormat: oneOf(value('logFormat'), ['json', 'pretty'] as const, '--log-format'),
+  };
+}
+
+/** `IP` or `IP:PORT` (IPv6 with a port as `[::1]:53`), as node's Resolver#setServers takes them. */
+function parseDnsServer(text: string): string {
+  const match = /^(?:\[([0-9a-f:.]+)\]|([0-9.]+)|([0-9a-f:]+))(?::(\d+))?$/i.exec(text);
+  const port = match?.[4];
+  if (!match || (match[3] && port) || (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535))) {
+    throw new ConfigError(`--dns-servers: "${text}" is not IP or IP:PORT`);
+  }
+  return text;
+}

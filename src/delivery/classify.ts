@@ -1,0 +1,141 @@
+import type { RecordedReply } from '../spool/envelope.js';
+
+/**
+ * The one place that decides what a remote reply or a delivery error means for a recipient. "Why was this
+ * recipient bounced?" is answered by REPLY_RULES and NETWORK_ERRORS below, not by the connection code.
+ */
+export type Verdict = 'delivered' | 'transient' | 'permanent';
+
+export interface ReplyRule {
+  match: (code: number, enhanced: string | null) => boolean;
+  verdict: Verdict;
+  why: string;
+}
+
+const codeClass = (code: number): number => Math.floor(code / 100);
+const enhancedClass = (enhanced: string | null): number | null => (enhanced === null ? null : Number(enhanced[0]));
+
+/** First matching row wins; the last three rows are the RFC 5321 §4.2.1 rule every other row is an exception to. */
+export const REPLY_RULES: readonly ReplyRule[] = [
+  {
+    match: (code) => ![2, 4, 5].includes(codeClass(code)),
+    verdict: 'transient',
+    why: 'RFC 5321 §4.2.1: only 2yz, 4yz and 5yz complete a command; 1yz, 3yz or garbage here is a peer (or us) out of step, and a retry costs less than a false bounce',
+  },
+  {
+    match: (code, enhanced) => code === 552 && enhanced !== null && /^[45]\.5\.3$/.test(enhanced),
+    verdict: 'transient',
+    why: 'RFC 5321 §4.5.3.1.10: RFC 821 wrongly gave "too many recipients" (RFC 3463 X.5.3) the code 552; clients SHOULD treat it as temporary and send the rest in a later transaction',
+  },
+  {
+    match: (code) => code === 503,
+    verdict: 'transient',
+    why: 'RFC 5321 §4.2.4: 503 "bad sequence of commands" is about our session, not the recipient (e.g. pipelining out of step); a new session can succeed, and we never bounce on our own bug',
+  },
+  {
+    match: (code, enhanced) => codeClass(code) === 5 && enhancedClass(enhanced) === 4,
+    verdict: 'permanent',
+    why: 'RFC 3463 §2/RFC 2034: the enhanced class must agree with the reply code; when it does not, trust the reply code as Postfix does (smtp_chat.c ignores an out-of-sync enhanced code): it is what every client sees',
+  },
+  {
+    match: (code, enhanced) => codeClass(code) === 4 && enhancedClass(enhanced) === 5,
+    verdict: 'transient',
+    why: 'As above, the reply code wins: a 4yz asked us to try again, whatever its enhanced code says',
+  },
+  { match: (code) => codeClass(code) === 2, verdict: 'delivered', why: 'RFC 5321 §4.2.1: 2yz positive completion' },
+  { match: (code) => codeClass(code) === 4, verdict: 'transient', why: 'RFC 5321 §4.2.1: 4yz transient negative completion' },
+  { match: (code) => codeClass(code) === 5, verdict: 'permanent', why: 'RFC 5321 §4.2.1: 5yz permanent negative completion' },
+];
+
+export function classifySmtpReply(code: number, enhanced: string | null): Verdict {
+  return REPLY_RULES.find((rule) => rule.match(code, enhanced))?.verdict ?? 'transient';
+}
+
+/** RFC 3463 §2: class (2, 4 or 5) . subject (1-3 digits) . detail (1-3 digits). */
+const ENHANCED = /^\s*(?:\d{3}[ -])?\s*([245]\.\d{1,3}\.\d{1,3})(?=\s|$)/;
+
+/** The enhanced status code at the start of reply text, with or without the basic code in front (`550-5.1.1 …`). */
+export function parseEnhancedCode(text: string): string | null {
+  return ENHANCED.exec(text)?.[1] ?? null;
+}
+
+/**
+ * Errors that never reached an SMTP reply. RFC 3463: X.4.1 no answer from host (we never got a session), X.4.2 bad
+ * connection (the session broke), X.4.3 directory server failure (DNS could not answer now). Node's own codes are
+ * listed because nodemailer keeps them in `originalCode` and our DNS layer passes them through.
+ */
+const NETWORK_ERRORS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: '4.4.1',
+  EHOSTUNREACH: '4.4.1',
+  ENETUNREACH: '4.4.1',
+  EHOSTDOWN: '4.4.1',
+  EADDRNOTAVAIL: '4.4.1',
+  CONNECT_TIMEOUT: '4.4.1',
+  ECONNECTION: '4.4.2',
+  ESOCKET: '4.4.2',
+  ETIMEDOUT: '4.4.2',
+  ECONNRESET: '4.4.2',
+  ECONNABORTED: '4.4.2',
+  EPIPE: '4.4.2',
+  ETLS: '4.4.2',
+  EPROTOCOL: '4.4.2',
+  EDNS: '4.4.3',
+  ESERVFAIL: '4.4.3',
+  ETIMEOUT: '4.4.3',
+  EAI_AGAIN: '4.4.3',
+  ENOTFOUND: '4.4.3',
+  EREFUSED: '4.4.3',
+};
+
+/** What nodemailer's SMTP client and our DNS/network layer put on the errors they raise. */
+interface DeliveryErrorFields {
+  code?: unknown;
+  originalCode?: unknown;
+  timeoutType?: unknown;
+  responseCode?: unknown;
+  response?: unknown;
+  message?: unknown;
+  enhanced?: unknown;
+  permanent?: unknown;
+}
+
+export function classifyDeliveryError(error: unknown): { verdict: Verdict; reply: RecordedReply } {
+  const fields: DeliveryErrorFields = typeof error === 'object' && error !== null ? error : {};
+  const message = oneLine(typeof fields.message === 'string' ? fields.message : typeof error === 'object' ? 'unknown error' : String(error));
+
+  if (typeof fields.responseCode === 'number') {
+    const code = fields.responseCode;
+    const response = typeof fields.response === 'string' ? fields.response : '';
+    const remoteEnhanced = parseEnhancedCode(response);
+    return { verdict: classifySmtpReply(code, remoteEnhanced), reply: recordReply(code, remoteEnhanced, response, message) };
+  }
+  // Our DNS layer marks answers that will not change on retry: null MX (RFC 7505, 5.1.10), NXDOMAIN (5.1.2).
+  if (fields.permanent === true && typeof fields.enhanced === 'string' && /^5\.\d{1,3}\.\d{1,3}$/.test(fields.enhanced)) {
+    return { verdict: 'permanent', reply: { code: null, enhanced: fields.enhanced, text: message } };
+  }
+  // nodemailer reports every timeout as ETIMEDOUT; only a connect timeout means the host never answered.
+  const keys = [fields.timeoutType, fields.originalCode, fields.code].filter((key): key is string => typeof key === 'string');
+  const enhanced = keys.map((key) => NETWORK_ERRORS[key]).find((value) => value !== undefined) ?? '4.0.0';
+  // Anything unrecognised is most likely our own bug: defer it (4.0.0) so an operator can fix it before mail bounces.
+  return { verdict: 'transient', reply: { code: null, enhanced, text: message } };
+}
+
+/**
+ * Like Postfix, an enhanced code out of sync with the reply code is replaced by `<class>.0.0`, so the DSN Status
+ * always agrees with what happened; the remote's own code then stays in the text for the reader.
+ */
+function recordReply(code: number, remoteEnhanced: string | null, response: string, fallback: string): RecordedReply {
+  const basicClass = codeClass(code);
+  const inSync = remoteEnhanced !== null && enhancedClass(remoteEnhanced) === basicClass;
+  const enhanced = inSync ? remoteEnhanced : remoteEnhanced !== null && [2, 4, 5].includes(basicClass) ? `${basicClass}.0.0` : null;
+  const lines = response
+    .split(/\r?\n/)
+    .map((line) => line.replace(/^\d{3}(?:[ -]|$)/, ''))
+    .map((line) => (inSync && parseEnhancedCode(line) === remoteEnhanced ? line.replace(ENHANCED, '') : line));
+  const text = oneLine(lines.join(' '));
+  return { code, enhanced, text: text || fallback };
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
+}

@@ -1,0 +1,113 @@
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { Clock } from '../shared/clock.js';
+import { groupBy } from '../shared/collections.js';
+import type { Logger } from '../shared/logger.js';
+import { domainOf } from '../intake/address-syntax.js';
+import { FINAL_STATES, type Envelope, type RecipientRecord, type RecipientState } from '../spool/envelope.js';
+import type { Claim, QueueStore } from '../spool/queue-store.js';
+import { queueBounce, type BounceContext } from './bounce.js';
+import type { DomainAttempt, MxTransport, OutgoingMessage, RecipientOutcome } from './mx-transport.js';
+import { nextAttemptAt } from './retry-policy.js';
+
+export interface DeliveryContext extends BounceContext {
+  store: QueueStore;
+  transport: MxTransport;
+  clock: Clock;
+  logger: Logger;
+  retrySchedule: number[];
+  maxQueueTime: number;
+}
+
+/** Messages up to this size are read once and shared by all domains' transactions; larger ones stream from disk. */
+const BUFFERED_BODY_LIMIT = 1024 * 1024;
+
+/**
+ * One delivery attempt for a claimed message: every recipient not yet final, one transaction per domain,
+ * all domains at once. Each recipient ends the attempt delivered, bounced, expired or deferred, and the
+ * message leaves the spool when none is left to try.
+ */
+export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, context: DeliveryContext): Promise<'completed' | 'deferred'> {
+  const started = context.clock.now();
+  const due = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state));
+  const attempt = Math.max(0, ...due.map((recipient) => recipient.attempts)) + 1;
+  const message = await outgoingMessage(envelope, context.store.layout.messagePath(envelope.id));
+  const byDomain = groupBy(due, (recipient) => domainOf(recipient.address));
+  const attempts = await Promise.all(
+    [...byDomain].map(async ([domain, recipients]) => {
+      const result = await context.transport.deliver(domain, recipients.map((r) => r.address), message);
+      return { domain, recipients, result };
+    }),
+  );
+  const now = context.clock.now();
+  const retryAt = nextAttemptAt({ schedule: context.retrySchedule, attempts: attempt, arrivedAt: envelope.arrivedAt, now, maxQueueTime: context.maxQueueTime });
+  for (const { domain, recipients, result } of attempts) {
+    for (const recipient of recipients) applyOutcome(recipient, result, retryAt, now, attempt);
+    logAttempt(context.logger, envelope.id, domain, recipients, result, attempt, now - started);
+  }
+  if (envelope.recipients.every((recipient) => FINAL_STATES.has(recipient.state))) {
+    const failed = envelope.recipients.filter((recipient) => recipient.state === 'bounced' || recipient.state === 'expired');
+    if (failed.length > 0) await queueBounce(envelope, failed, context);
+    await context.store.complete(claim);
+    context.logger.info({ event: 'completed', queueId: envelope.id, ...countStates(envelope.recipients) }, 'message completed');
+    return 'completed';
+  }
+  envelope.nextAttemptAt = retryAt ?? now;
+  await context.store.defer(claim, envelope);
+  return 'deferred';
+}
+
+function applyOutcome(recipient: RecipientRecord, attempt: DomainAttempt, retryAt: number | null, now: number, attemptNumber: number): void {
+  const outcome: RecipientOutcome = attempt.outcomes.get(recipient.address) ?? {
+    verdict: 'transient',
+    reply: { code: null, enhanced: '4.0.0', text: 'no reply recorded for this recipient' },
+  };
+  recipient.attempts = attemptNumber;
+  recipient.lastAttemptAt = now;
+  recipient.lastReply = outcome.reply;
+  recipient.remoteMta = attempt.mx;
+  recipient.state = stateFor(outcome, retryAt);
+}
+
+function stateFor(outcome: RecipientOutcome, retryAt: number | null): RecipientState {
+  if (outcome.verdict === 'delivered') return 'delivered';
+  if (outcome.verdict === 'permanent') return 'bounced';
+  return retryAt === null ? 'expired' : 'deferred';
+}
+
+async function outgoingMessage(envelope: Envelope, messagePath: string): Promise<OutgoingMessage> {
+  const needsSmtpUtf8 = envelope.smtpUtf8 || /[^\x00-\x7f]/.test(envelope.sender + envelope.recipients.map((r) => r.address).join(''));
+  if (envelope.size <= BUFFERED_BODY_LIMIT) {
+    const buffer = await readFile(messagePath);
+    return { sender: envelope.sender, needsSmtpUtf8, body: () => buffer };
+  }
+  return { sender: envelope.sender, needsSmtpUtf8, body: () => createReadStream(messagePath) };
+}
+
+function logAttempt(logger: Logger, queueId: string, domain: string, recipients: RecipientRecord[], attempt: DomainAttempt, attemptNumber: number, ms: number): void {
+  for (const [state, group] of groupBy(recipients, (recipient) => recipient.state)) {
+    const reply = group[0]!.lastReply;
+    const line = {
+      event: state,
+      queueId,
+      domain,
+      recipients: group.map((recipient) => recipient.address),
+      mx: attempt.mx,
+      ip: attempt.ip,
+      tls: attempt.tls,
+      code: reply?.code ?? null,
+      enhanced: reply?.enhanced ?? null,
+      reply: reply?.text ?? null,
+      attempt: attemptNumber,
+      ms,
+    };
+    if (state === 'delivered') logger.info(line, 'delivered');
+    else logger.warn(line, state);
+  }
+}
+
+function countStates(recipients: RecipientRecord[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const recipient of recipients) counts[recipient.state] = (counts[recipient.state] ?? 0) + 1;
+  return counts;
+}

@@ -1,0 +1,213 @@
+import { watch, type FSWatcher } from 'node:fs';
+import type { QueueConfig } from '../config/queue-config.js';
+import { systemClock, type Clock } from '../shared/clock.js';
+import { CorruptSpoolEntryError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { ensureSpool, spoolLayout } from '../spool/layout.js';
+import { MessageWriter } from '../spool/message-writer.js';
+import { deferredName, QueueStore, type Candidate, type Claim } from '../spool/queue-store.js';
+import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
+import { DueIndex } from './due-index.js';
+import { MxTransport } from './mx-transport.js';
+import type { DnsResolver } from './resolve-mx.js';
+
+export interface QueueDeps {
+  logger: Logger;
+  resolver: DnsResolver;
+  clock?: Clock;
+  /** This process's id: names its claim directory. */
+  pid: number;
+  /** Whether another mta-queue that left claims behind is still running. */
+  isAlive(pid: number): boolean;
+}
+
+/** How often the deferred/ index is re-read, to see what other mta-queue processes deferred. */
+const DEFERRED_RESCAN_MS = 60_000;
+/** A message whose delivery failed for a reason of ours (not the remote's) waits this long before the next try. */
+const LOCAL_ERROR_BACKOFF_MS = 60_000;
+
+/**
+ * The delivery daemon's scheduler: finds what is due (new arrivals by file-system events plus a poll, deferred
+ * mail by its due time), claims it, and runs up to `concurrency` deliveries at once.
+ */
+export class QueueRunner {
+  private readonly store: QueueStore;
+  private readonly context: DeliveryContext;
+  private readonly clock: Clock;
+  private readonly due = new DueIndex();
+  private readonly ready: Candidate[] = [];
+  private readonly known = new Set<string>();
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private watcher: FSWatcher | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private scanning: Promise<void> | undefined;
+  private stopping = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly config: QueueConfig,
+    private readonly deps: QueueDeps,
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    const layout = spoolLayout(config.spool);
+    this.store = new QueueStore(layout, deps.pid);
+    this.context = {
+      store: this.store,
+      writer: new MessageWriter(layout),
+      layout,
+      transport: new MxTransport({
+        resolver: deps.resolver,
+        port: config.smtpPort,
+        ehloName: config.hostname,
+        maxConnectionsPerDestination: config.maxConnectionsPerDestination,
+        timeouts: { connect: config.connectTimeout, greeting: config.connectTimeout, socket: 5 * 60_000 },
+        idleTimeout: 10_000,
+      }),
+      hostname: config.hostname,
+      clock: this.clock,
+      logger: deps.logger,
+      retrySchedule: config.retrySchedule,
+      maxQueueTime: config.maxQueueTime,
+    };
+  }
+
+  /** Recovers abandoned claims and indexes the queue; `watch` keeps looking for new mail until close(). */
+  async start(options: { watch: boolean }): Promise<void> {
+    await ensureSpool(this.store.layout);
+    const recovered = await this.store.recoverAbandonedClaims(this.deps.isAlive);
+    if (recovered.length) this.deps.logger.warn({ event: 'recovered', count: recovered.length, queueIds: recovered.slice(0, 50) }, 'recovered claims of a stopped process');
+    await this.rescanDeferred();
+    await this.scanIncoming();
+    this.deps.logger.info({ event: 'started', spool: this.store.layout.root, deferred: this.due.size, ready: this.ready.length, concurrency: this.config.concurrency }, 'mta-queue started');
+    if (!options.watch) return;
+    this.watcher = watch(this.store.layout.dir('incoming'), () => void this.scanIncoming());
+    this.watcher.on('error', (error) => this.deps.logger.warn({ event: 'watch-error', err: error }, 'spool watch failed, polling only'));
+    this.timers.push(setInterval(() => void this.scanIncoming(), this.config.pollInterval));
+    this.timers.push(setInterval(() => void this.rescanDeferred(), DEFERRED_RESCAN_MS));
+  }
+
+  /** Resolves once nothing is ready or in flight (what `--once` waits for). */
+  async drain(): Promise<void> {
+    for (;;) {
+      await this.scanIncoming();
+      this.pump();
+      if (this.ready.length === 0 && this.inFlight.size === 0) return;
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+  }
+
+  /** Stops claiming; deliveries in flight get `shutdownTimeout` to finish, the rest are recovered on the next start. */
+  async close(): Promise<void> {
+    this.stopping = true;
+    this.watcher?.close();
+    for (const timer of this.timers) clearInterval(timer);
+    clearTimeout(this.wakeTimer);
+    const pending = [...this.inFlight.values()];
+    this.deps.logger.info({ event: 'stopping', inFlight: pending.length }, 'stopping: no new claims');
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), this.config.shutdownTimeout)));
+    const finished = await Promise.race([Promise.all(pending).then(() => false), timedOut]);
+    clearTimeout(timer);
+    this.context.transport.close();
+    this.deps.logger.info({ event: 'stopped', abandoned: finished ? this.inFlight.size : 0 }, 'mta-queue stopped');
+  }
+
+  private scanIncoming(): Promise<void> {
+    // One scan at a time; a burst of file events while scanning costs one more scan, not one each.
+    this.scanning ??= (async () => {
+      try {
+        const { entries, stray } = await this.store.listIncoming();
+        for (const entry of entries) this.enqueue({ dir: 'incoming', ...entry });
+        for (const name of stray) {
+          await this.store.quarantine('incoming', name);
+          this.deps.logger.error({ event: 'corrupt', file: `incoming/${name}`, reason: 'not a queue entry name' }, 'stray file moved to corrupt/');
+        }
+        this.promoteDue();
+      } catch (error) {
+        this.deps.logger.error({ event: 'scan-failed', err: error }, 'could not read the spool');
+      } finally {
+        this.scanning = undefined;
+      }
+    })();
+    return this.scanning.then(() => this.pump());
+  }
+
+  private async rescanDeferred(): Promise<void> {
+    try {
+      this.due.replaceAll((await this.store.listDeferred()).filter((entry) => !this.known.has(entry.id)));
+      this.promoteDue();
+      this.pump();
+    } catch (error) {
+      this.deps.logger.error({ event: 'scan-failed', err: error }, 'could not read deferred/');
+    }
+  }
+
+  private promoteDue(): void {
+    for (const entry of this.due.takeDue(this.clock.now())) this.enqueue({ dir: 'deferred', name: entry.name, id: entry.id });
+    this.scheduleWake();
+  }
+
+  private scheduleWake(): void {
+    clearTimeout(this.wakeTimer);
+    const next = this.due.nextDue();
+    if (next === undefined || this.stopping) return;
+    this.wakeTimer = setTimeout(() => (this.promoteDue(), this.pump()), Math.min(Math.max(next - this.clock.now(), 0), 2 ** 31 - 1));
+    this.wakeTimer.unref();
+  }
+
+  private enqueue(candidate: Candidate): void {
+    if (this.known.has(candidate.id)) return;
+    this.known.add(candidate.id);
+    this.ready.push(candidate);
+  }
+
+  private pump(): void {
+    while (!this.stopping && this.inFlight.size < this.config.concurrency && this.ready.length) {
+      const candidate = this.ready.shift()!;
+      const run = this.run(candidate).finally(() => {
+        this.inFlight.delete(candidate.id);
+        this.known.delete(candidate.id);
+        this.pump();
+        if (this.ready.length === 0 && this.inFlight.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+      });
+      this.inFlight.set(candidate.id, run);
+    }
+    if (this.ready.length === 0 && this.inFlight.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private async run(candidate: Candidate): Promise<void> {
+    let claim: Claim | undefined;
+    try {
+      claim = await this.store.claim(candidate);
+      if (!claim) return; // another process took it first
+      const envelope = await this.store.read(claim);
+      const result = await deliverClaimedMessage(claim, envelope, this.context);
+      if (result === 'deferred') this.due.add({ id: envelope.id, due: envelope.nextAttemptAt, name: deferredName(envelope.id, envelope.nextAttemptAt) });
+    } catch (error) {
+      await this.handleFailure(candidate, claim, error);
+    }
+  }
+
+  private async handleFailure(candidate: Candidate, claim: Claim | undefined, error: unknown): Promise<void> {
+    const log = this.deps.logger;
+    if (error instanceof CorruptSpoolEntryError) {
+      log.error({ event: 'corrupt', queueId: candidate.id, reason: error.message }, 'unreadable spool entry moved to corrupt/');
+      return;
+    }
+    if (claim && (error as NodeJS.ErrnoException).code === 'ENOENT' && (error as NodeJS.ErrnoException).path === this.store.layout.messagePath(claim.id)) {
+      await this.store.moveToCorrupt(claim).catch(() => undefined);
+      log.error({ event: 'corrupt', queueId: candidate.id, reason: 'message file missing' }, 'envelope without its message moved to corrupt/');
+      return;
+    }
+    log.error({ event: 'delivery-error', queueId: candidate.id, err: error }, 'delivery failed on our side; will retry');
+    if (!claim) return;
+    const due = this.clock.now() + LOCAL_ERROR_BACKOFF_MS;
+    try {
+      await this.store.postpone(claim, due);
+      this.due.add({ id: claim.id, due, name: deferredName(claim.id, due) });
+    } catch (err) {
+      log.error({ event: 'spool-error', queueId: claim.id, err }, 'could not postpone; the claim is recovered at the next start');
+    }
+  }
+}

@@ -1,0 +1,71 @@
+import net from 'node:net';
+import { planMxHosts, type MxRecord } from './mx-order.js';
+
+/** The resolver seam: node's `dns.promises.Resolver` fits, pointed at `--dns-servers` or the system's. */
+export interface DnsResolver {
+  resolveMx(domain: string): Promise<MxRecord[]>;
+  resolve4(host: string): Promise<string[]>;
+  resolve6(host: string): Promise<string[]>;
+}
+
+/**
+ * A DNS outcome that decides a recipient without any SMTP: permanent for a domain that does not exist or
+ * takes no mail, transient for a resolver that failed. Shaped for classifyDeliveryError.
+ */
+export class DnsLookupError extends Error {
+  readonly code = 'EDNS';
+  constructor(
+    message: string,
+    readonly permanent: boolean,
+    readonly enhanced: string,
+    readonly dnsCode: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+// node reports NXDOMAIN as ENOTFOUND and an existing name without records of the type as ENODATA.
+const NO_SUCH_NAME = 'ENOTFOUND';
+const NO_RECORDS = 'ENODATA';
+
+export interface MxTarget {
+  /** The name to present in TLS SNI and logs. */
+  host: string;
+  /** Resolved lazily, only when this host's turn comes. */
+  addresses(): Promise<string[]>;
+}
+
+/** MX hosts to try for `domain`, best first; throws DnsLookupError when DNS alone settles the matter. */
+export async function resolveMxTargets(domain: string, resolver: DnsResolver): Promise<MxTarget[]> {
+  const literal = /^\[(?:ipv6:)?(.+)\]$/i.exec(domain)?.[1];
+  if (literal && net.isIP(literal)) return [{ host: literal, addresses: async () => [literal] }];
+  let records: MxRecord[];
+  try {
+    records = await resolver.resolveMx(domain);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === NO_SUCH_NAME) throw new DnsLookupError(`domain ${domain} does not exist (NXDOMAIN)`, true, '5.1.2', code);
+    if (code !== NO_RECORDS) throw new DnsLookupError(`MX lookup for ${domain} failed (${code ?? 'error'})`, false, '4.4.3', code);
+    records = [];
+  }
+  const plan = planMxHosts(records);
+  if (plan.kind === 'null-mx') throw new DnsLookupError(`domain ${domain} accepts no mail (null MX, RFC 7505)`, true, '5.1.10', undefined);
+  if (plan.kind === 'implicit') {
+    const addresses = await hostAddresses(domain, resolver);
+    if (addresses.length === 0) throw new DnsLookupError(`domain ${domain} has no MX, A or AAAA records`, true, '5.1.2', NO_RECORDS);
+    return [{ host: domain, addresses: async () => addresses }];
+  }
+  return plan.hosts.map((host) => ({ host, addresses: () => hostAddresses(host, resolver) }));
+}
+
+/** IPv4 first (what most MXes serve best), then IPv6; a host with neither is an empty list. */
+async function hostAddresses(host: string, resolver: DnsResolver): Promise<string[]> {
+  const [v4, v6] = await Promise.allSettled([resolver.resolve4(host), resolver.resolve6(host)]);
+  const found = [v4, v6].flatMap((result) => (result.status === 'fulfilled' ? result.value : []));
+  const failure = [v4, v6].find((result): result is PromiseRejectedResult => result.status === 'rejected' && ![NO_SUCH_NAME, NO_RECORDS].includes(result.reason?.code));
+  if (found.length === 0 && failure) {
+    const code = (failure.reason as NodeJS.ErrnoException).code;
+    throw new DnsLookupError(`address lookup for ${host} failed (${code ?? 'error'})`, false, '4.4.3', code);
+  }
+  return found;
+}

@@ -1,0 +1,166 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { classifyDeliveryError, classifySmtpReply, parseEnhancedCode, REPLY_RULES, type Verdict } from '../../src/delivery/classify.js';
+import type { RecordedReply } from '../../src/spool/envelope.js';
+
+test('smtp replies: basic code decides, with the documented exceptions', () => {
+  const cases: Array<[number, string | null, Verdict]> = [
+    [250, '2.0.0', 'delivered'],
+    [250, null, 'delivered'],
+    [251, null, 'delivered'],
+    [421, '4.7.0', 'transient'],
+    [450, '4.2.1', 'transient'],
+    [451, null, 'transient'],
+    [452, '4.5.3', 'transient'],
+    [550, '5.1.1', 'permanent'],
+    [550, null, 'permanent'],
+    [554, '5.7.1', 'permanent'],
+    [556, '5.1.10', 'permanent'],
+    [552, '5.3.4', 'permanent'],
+    [552, null, 'permanent'],
+    // RFC 5321 §4.5.3.1.10: 552 "too many recipients" is temporary.
+    [552, '5.5.3', 'transient'],
+    [552, '4.5.3', 'transient'],
+    [503, '5.5.1', 'transient'],
+    [503, null, 'transient'],
+    // Enhanced class contradicts the basic code: the basic code wins (Postfix).
+    [550, '4.7.1', 'permanent'],
+    [450, '5.1.1', 'transient'],
+    // Not a final reply at all.
+    [354, null, 'transient'],
+    [334, '5.0.0', 'transient'],
+    [199, null, 'transient'],
+    [600, '5.0.0', 'transient'],
+    [0, null, 'transient'],
+  ];
+  for (const [code, enhanced, verdict] of cases) assert.equal(classifySmtpReply(code, enhanced), verdict, `${code} ${enhanced}`);
+});
+
+test('every reply rule says why', () => {
+  for (const rule of REPLY_RULES) assert.ok(rule.why.length > 20, rule.why);
+});
+
+test('enhanced codes are read from the start of reply text', () => {
+  const cases: Array<[string, string | null]> = [
+    ['5.1.1 User unknown', '5.1.1'],
+    ['550 5.1.1 User unknown', '5.1.1'],
+    ['550-5.1.1 The email account that you tried to reach does not exist', '5.1.1'],
+    ['  4.7.0 try later', '4.7.0'],
+    ['5.1.10 null MX', '5.1.10'],
+    ['2.0.0', '2.0.0'],
+    ['4.123.456 odd but valid', '4.123.456'],
+    ['550 User unknown 5.1.1', null],
+    ['User unknown', null],
+    ['3.1.1 not a class', null],
+    ['5.1.1x', null],
+    ['5.1 short', null],
+    ['5.1.1234 too long', null],
+    ['', null],
+  ];
+  for (const [text, expected] of cases) assert.equal(parseEnhancedCode(text), expected, text);
+});
+
+test('delivery errors: SMTP replies, network failures, our DNS verdicts, and the unknown', () => {
+  const gmail =
+    "550-5.1.1 The email account that you tried to reach does not exist. Please try\n550-5.1.1 double-checking the recipient's email address for typos or\n550 5.1.1  https://support.google.com/mail/?p=NoSuchUser a1-gsmtp";
+  const cases: Array<{ name: string; error: unknown; verdict: Verdict; reply: RecordedReply }> = [
+    {
+      name: 'rejected recipient',
+      error: { code: 'EENVELOPE', responseCode: 550, response: '550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown', message: 'x' },
+      verdict: 'permanent',
+      reply: { code: 550, enhanced: '5.1.1', text: '<bob@example.net>: Recipient address rejected: User unknown' },
+    },
+    {
+      name: 'multi-line reply joins its lines without the codes',
+      error: { code: 'EENVELOPE', responseCode: 550, response: gmail },
+      verdict: 'permanent',
+      reply: {
+        code: 550,
+        enhanced: '5.1.1',
+        text: "The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or https://support.google.com/mail/?p=NoSuchUser a1-gsmtp",
+      },
+    },
+    {
+      name: 'greylisting',
+      error: { code: 'EENVELOPE', responseCode: 451, response: '451 4.7.1 Greylisted, try again later' },
+      verdict: 'transient',
+      reply: { code: 451, enhanced: '4.7.1', text: 'Greylisted, try again later' },
+    },
+    {
+      name: 'no enhanced code',
+      error: { code: 'EMESSAGE', responseCode: 554, response: '554 Transaction failed' },
+      verdict: 'permanent',
+      reply: { code: 554, enhanced: null, text: 'Transaction failed' },
+    },
+    {
+      name: 'out-of-sync enhanced code is replaced like Postfix, the remote code kept in the text',
+      error: { code: 'EENVELOPE', responseCode: 550, response: '550 4.7.1 Client host blocked' },
+      verdict: 'permanent',
+      reply: { code: 550, enhanced: '5.0.0', text: '4.7.1 Client host blocked' },
+    },
+    {
+      name: '552 too many recipients',
+      error: { code: 'EENVELOPE', responseCode: 552, response: '552 5.5.3 Too many recipients' },
+      verdict: 'transient',
+      reply: { code: 552, enhanced: '5.5.3', text: 'Too many recipients' },
+    },
+    {
+      name: '421 closing',
+      error: { code: 'ECONNECTION', responseCode: 421, response: '421 4.3.2 Service shutting down', permanent: false },
+      verdict: 'transient',
+      reply: { code: 421, enhanced: '4.3.2', text: 'Service shutting down' },
+    },
+    {
+      name: 'reply with only a code falls back to the message',
+      error: { code: 'EPROTOCOL', responseCode: 550, response: '550', message: 'Invalid response: 550' },
+      verdict: 'permanent',
+      reply: { code: 550, enhanced: null, text: 'Invalid response: 550' },
+    },
+    {
+      name: 'connection refused (nodemailer keeps the system code in originalCode)',
+      error: { code: 'ESOCKET', originalCode: 'ECONNREFUSED', message: 'connect ECONNREFUSED 192.0.2.1:25' },
+      verdict: 'transient',
+      reply: { code: null, enhanced: '4.4.1', text: 'connect ECONNREFUSED 192.0.2.1:25' },
+    },
+    {
+      name: 'connect timeout: no answer from host',
+      error: { code: 'ETIMEDOUT', timeoutType: 'CONNECT_TIMEOUT', message: 'Connection timeout' },
+      verdict: 'transient',
+      reply: { code: null, enhanced: '4.4.1', text: 'Connection timeout' },
+    },
+    {
+      name: 'greeting timeout: bad connection',
+      error: { code: 'ETIMEDOUT', timeoutType: 'GREETING_TIMEOUT', message: 'Greeting never received' },
+      verdict: 'transient',
+      reply: { code: null, enhanced: '4.4.2', text: 'Greeting never received' },
+    },
+    { name: 'connection closed', error: { code: 'ECONNECTION', message: 'Connection closed\nunexpectedly' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.2', text: 'Connection closed unexpectedly' } },
+    { name: 'TLS failure', error: { code: 'ETLS', message: 'Error initiating TLS' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.2', text: 'Error initiating TLS' } },
+    { name: 'reset', error: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), verdict: 'transient', reply: { code: null, enhanced: '4.4.2', text: 'read ECONNRESET' } },
+    { name: 'unreachable', error: { code: 'EHOSTUNREACH', message: 'no route' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.1', text: 'no route' } },
+    { name: 'DNS servfail', error: { code: 'ESERVFAIL', message: 'queryMx ESERVFAIL example.net' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.3', text: 'queryMx ESERVFAIL example.net' } },
+    {
+      name: 'null MX from our DNS layer',
+      error: { code: 'ENULLMX', permanent: true, enhanced: '5.1.10', message: 'example.net does not accept mail (null MX)' },
+      verdict: 'permanent',
+      reply: { code: null, enhanced: '5.1.10', text: 'example.net does not accept mail (null MX)' },
+    },
+    {
+      name: 'NXDOMAIN from our DNS layer',
+      error: { code: 'ENXDOMAIN', permanent: true, enhanced: '5.1.2', message: 'no such domain' },
+      verdict: 'permanent',
+      reply: { code: null, enhanced: '5.1.2', text: 'no such domain' },
+    },
+    {
+      name: 'permanent without a 5.x.x code is not trusted',
+      error: { code: 'EDNS', permanent: true, enhanced: '4.4.3', message: 'odd' },
+      verdict: 'transient',
+      reply: { code: null, enhanced: '4.4.3', text: 'odd' },
+    },
+    { name: 'our own bug', error: new TypeError("Cannot read properties of undefined (reading 'x')"), verdict: 'transient', reply: { code: null, enhanced: '4.0.0', text: "Cannot read properties of undefined (reading 'x')" } },
+    { name: 'unknown nodemailer code', error: { code: 'EENVELOPE', message: 'No recipients defined' }, verdict: 'transient', reply: { code: null, enhanced: '4.0.0', text: 'No recipients defined' } },
+    { name: 'a thrown string', error: 'boom', verdict: 'transient', reply: { code: null, enhanced: '4.0.0', text: 'boom' } },
+    { name: 'null', error: null, verdict: 'transient', reply: { code: null, enhanced: '4.0.0', text: 'unknown error' } },
+  ];
+  for (const c of cases) assert.deepEqual(classifyDeliveryError(c.error), { verdict: c.verdict, reply: c.reply }, c.name);
+});

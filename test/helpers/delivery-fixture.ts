@@ -1,0 +1,100 @@
+import { Resolver } from 'node:dns/promises';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { resolveQueueConfig, type QueueConfig } from '../../src/config/queue-config.js';
+import { QueueRunner } from '../../src/delivery/queue-runner.js';
+import { newRecipient } from '../../src/spool/envelope.js';
+import { ensureSpool, spoolLayout, type SpoolLayout } from '../../src/spool/layout.js';
+import { MessageWriter } from '../../src/spool/message-writer.js';
+import { newQueueId } from '../../src/spool/queue-id.js';
+import { startDnsServer, type DnsServer, type DnsZone } from './dns-server.js';
+import { LogCapture } from './log-capture.js';
+import { startMxGroup, type MxBehaviour, type MxGroup } from './mx-server.js';
+import { tempDir } from './temp.js';
+
+/** A clock the test moves by hand, so retries and expiry happen without waiting. */
+export class ManualClock {
+  constructor(public time = Date.now()) {}
+  now = (): number => this.time;
+  advance(ms: number): void {
+    this.time += ms;
+  }
+}
+
+export interface DeliveryFixture {
+  dns: DnsServer;
+  mx: MxGroup;
+  layout: SpoolLayout;
+  clock: ManualClock;
+  logs: LogCapture;
+  config: QueueConfig;
+  resolver: Resolver;
+  /** Puts a message into the spool the way mta-server does; returns its queue id. */
+  enqueue(sender: string, recipients: string[], message: string, options?: { smtpUtf8?: boolean }): Promise<string>;
+  /** One `mta-queue --once` pass in this process: deliver what is due now, then stop. */
+  runOnce(pid?: number): Promise<void>;
+  /** Names of the files in a spool directory. */
+  files(dir: 'incoming' | 'deferred' | 'data' | 'corrupt' | 'tmp'): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * The outside world of mta-queue, made real on loopback: a DNS server answering from `zone(mxHosts)` and one
+ * fake MX per behaviour, all on one port at 127.0.0.2, .3, … (the port is what --smtp-port is set to).
+ */
+export async function startDeliveryFixture(behaviours: MxBehaviour[], zone: (hosts: string[]) => DnsZone, overrides: Partial<QueueConfig> = {}): Promise<DeliveryFixture> {
+  const { dir, cleanup } = await tempDir('mta-delivery-');
+  const mx = await startMxGroup(behaviours);
+  const dns = await startDnsServer(zone(mx.mxes.map((server) => server.host)));
+  const layout = spoolLayout(path.join(dir, 'spool'));
+  await ensureSpool(layout);
+  const writer = new MessageWriter(layout);
+  const clock = new ManualClock();
+  const logs = new LogCapture();
+  const config: QueueConfig = {
+    ...resolveQueueConfig({ spool: layout.root, smtpPort: String(mx.port), dnsServers: dns.address, hostname: 'relay.test', retrySchedule: '1m,5m', maxQueueTime: '1h', connectTimeout: '2s' }, 'relay.test'),
+    ...overrides,
+  };
+  const resolver = new Resolver({ timeout: 300, tries: 1 });
+  resolver.setServers([dns.address]);
+  return {
+    dns,
+    mx,
+    layout,
+    clock,
+    logs,
+    config,
+    resolver,
+    async enqueue(sender, recipients, message, options = {}) {
+      const id = newQueueId(clock.now());
+      const draft = await writer.create(id);
+      await draft.append([Buffer.from(message.replace(/\r?\n/g, '\r\n'))]);
+      await draft.commit({
+        version: 1,
+        sender,
+        recipients: recipients.map(newRecipient),
+        user: 'test',
+        client: { address: '127.0.0.1', hostname: null, helo: 'test.example', tls: null },
+        arrivedAt: clock.now(),
+        smtpUtf8: options.smtpUtf8 ?? false,
+        bodyType: '8bitmime',
+        nextAttemptAt: clock.now(),
+        bounceOf: null,
+      });
+      return id;
+    },
+    async runOnce(pid = process.pid) {
+      const runner = new QueueRunner(config, { logger: logs.logger, resolver, clock, pid, isAlive: () => false });
+      await runner.start({ watch: false });
+      await runner.drain();
+      await runner.close();
+    },
+    async files(name) {
+      return (await readdir(layout.dir(name))).sort();
+    },
+    async close() {
+      await Promise.all([mx.close(), dns.close()]);
+      await cleanup();
+    },
+  };
+}

@@ -1,0 +1,207 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import { parseEnvelope, type Envelope } from '../../src/spool/envelope.js';
+
+/**
+ * SMTP clients nobody on the team wrote (swaks, Python's smtplib, PHPMailer), run as separate programs so the
+ * server meets their real command order, dot-stuffing and TLS stacks. CI installs them from Debian (.ci/run).
+ */
+
+/** Debian's interpreter: the `python3` on PATH can be a separate build without Debian's modules. */
+const PYTHON = '/usr/bin/python3';
+const PHPMAILER_AUTOLOAD = '/usr/share/php/libphp-phpmailer/autoload.php';
+const CLIENT_TIMEOUT_MS = 30_000;
+
+export interface RunResult {
+  /** Exit code, null when the program could not start (see `error`) or was killed (see `signal`). */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  error?: Error;
+}
+
+/** Runs a program to completion; never rejects, so a failing client still hands back its transcript. */
+export function run(command: string, args: string[], input?: string): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = execFile(command, args, { timeout: CLIENT_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+      resolve({ code, signal: error?.signal ?? null, stdout, stderr, ...(error && { error }) });
+    });
+    // An EPIPE here means the program died before reading its input; the callback above reports why.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input ?? '');
+  });
+}
+
+/** Everything a client printed, for assertion messages: its SMTP transcript is the first thing to read. */
+export function transcript(result: RunResult): string {
+  const how =
+    result.code !== null ? `exit ${result.code}` : result.signal ? `killed by ${result.signal} (time limit ${CLIENT_TIMEOUT_MS} ms)` : `did not start: ${result.error?.message}`;
+  return `${how}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
+}
+
+export type ExternalClient = 'swaks' | 'smtplib' | 'phpmailer';
+
+/** Each probe runs the client the way the tests do, so "installed" also means "can do STARTTLS". */
+const probes: Record<ExternalClient, { missing: string; probe: () => Promise<boolean> }> = {
+  swaks: {
+    missing: 'swaks with TLS support not installed (swaks, libnet-ssleay-perl, libio-socket-ssl-perl)',
+    probe: async () => /^=== TLS supported/m.test((await run('swaks', ['--support'])).stdout),
+  },
+  smtplib: {
+    missing: `${PYTHON} with smtplib and ssl not installed`,
+    probe: async () => (await run(PYTHON, ['-c', 'import smtplib, ssl'])).code === 0,
+  },
+  phpmailer: {
+    missing: 'PHPMailer not installed (php-cli with openssl, libphp-phpmailer)',
+    probe: async () => {
+      const check = `require '${PHPMAILER_AUTOLOAD}'; exit(class_exists('PHPMailer\\PHPMailer\\PHPMailer') && extension_loaded('openssl') ? 0 : 1);`;
+      return (await run('php', ['-r', check])).code === 0;
+    },
+  },
+};
+const availability = new Map<ExternalClient, Promise<boolean>>();
+
+/**
+ * True when the client can run. Otherwise the test is skipped on a developer machine, but fails under CI:
+ * CI installs every client, so a missing one is a broken install that must not pass as green.
+ */
+export async function clientAvailable(t: TestContext, client: ExternalClient): Promise<boolean> {
+  let probe = availability.get(client);
+  if (!probe) availability.set(client, (probe = probes[client].probe()));
+  if (await probe) return true;
+  if (process.env.CI) assert.fail(probes[client].missing);
+  t.skip(probes[client].missing);
+  return false;
+}
+
+export function swaks(port: number, args: string[]): Promise<RunResult> {
+  return run('swaks', ['--server', '127.0.0.1', '--port', String(port), ...args]);
+}
+
+export interface SmtplibSubmission {
+  port: number;
+  /** Loopback source address: AUTH failures count per client address, so a test can keep its own. */
+  source: string;
+  helo: string;
+  user: string;
+  password: string;
+  from: string;
+  to: string[];
+  message: string;
+}
+
+export type SmtplibOutcome = { refused: Record<string, unknown> } | { authError: { code: number; message: string } };
+
+/** The plain smtplib recipe from the Python docs; debug level 1 puts the SMTP dialogue on stderr. */
+const SMTPLIB_SCRIPT = `
+import json, smtplib, ssl, sys
+p = json.load(sys.stdin)
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP('127.0.0.1', p['port'], local_hostname=p['helo'], source_address=(p['source'], 0), timeout=20) as smtp:
+    smtp.set_debuglevel(1)
+    smtp.starttls(context=context)
+    try:
+        smtp.login(p['user'], p['password'])
+    except smtplib.SMTPAuthenticationError as error:
+        print(json.dumps({'authError': {'code': error.smtp_code, 'message': error.smtp_error.decode()}}))
+        sys.exit(0)
+    print(json.dumps({'refused': smtp.sendmail(p['from'], p['to'], p['message'])}))
+`;
+
+export async function smtplib(submission: SmtplibSubmission): Promise<{ result: RunResult; outcome: SmtplibOutcome }> {
+  const result = await run(PYTHON, ['-c', SMTPLIB_SCRIPT], JSON.stringify(submission));
+  return { result, outcome: parseJsonOutput(result) as SmtplibOutcome };
+}
+
+export interface PhpMailerSubmission {
+  port: number;
+  user: string;
+  password: string;
+  from: string;
+  to: string;
+  subject: string;
+  html: string;
+  text: string;
+  acelleMessageId: string;
+}
+
+/**
+ * PHPMailer configured as Acelle Mail's SMTP sending server does it: STARTTLS, AUTH, certificate checks off for a
+ * self-signed relay, an HTML campaign with a text alternative and Acelle's tracking header. Prints the exact MIME
+ * message it sent (base64, it may hold 8-bit bytes) so the test can compare the spool with it byte for byte.
+ */
+const PHPMAILER_SCRIPT = `
+require '${PHPMAILER_AUTOLOAD}';
+use PHPMailer\\PHPMailer\\PHPMailer;
+use PHPMailer\\PHPMailer\\SMTP;
+$p = json_decode(stream_get_contents(STDIN), true);
+$mail = new PHPMailer(true);
+$mail->isSMTP();
+$mail->Host = '127.0.0.1';
+$mail->Port = $p['port'];
+$mail->SMTPSecure = 'tls';
+$mail->SMTPAuth = true;
+$mail->Username = $p['user'];
+$mail->Password = $p['password'];
+$mail->SMTPOptions = ['ssl' => ['verify_peer' => false, 'verify_peer_name' => false, 'allow_self_signed' => true]];
+$mail->SMTPDebug = SMTP::DEBUG_SERVER;
+$mail->Debugoutput = function ($line) { fwrite(STDERR, rtrim($line) . "\\n"); };
+$mail->CharSet = 'UTF-8';
+$mail->setFrom($p['from']);
+$mail->addAddress($p['to']);
+$mail->Subject = $p['subject'];
+$mail->isHTML(true);
+$mail->Body = $p['html'];
+$mail->AltBody = $p['text'];
+$mail->addCustomHeader('X-Acelle-Message-Id', $p['acelleMessageId']);
+$mail->send();
+echo json_encode(['sent' => base64_encode($mail->getSentMIMEMessage())]), "\\n";
+`;
+
+export async function phpMailer(submission: PhpMailerSubmission): Promise<{ result: RunResult; sent: Buffer }> {
+  const result = await run('php', ['-r', PHPMAILER_SCRIPT], JSON.stringify(submission));
+  const { sent } = parseJsonOutput(result) as { sent: string };
+  return { result, sent: Buffer.from(sent, 'base64') };
+}
+
+function parseJsonOutput(result: RunResult): unknown {
+  assert.equal(result.code, 0, transcript(result));
+  const last = result.stdout.trim().split('\n').at(-1) ?? '';
+  try {
+    return JSON.parse(last);
+  } catch {
+    assert.fail(`no JSON result line\n${transcript(result)}`);
+  }
+}
+
+/** The queue id from the client's copy of the `250 … queued as <id>` reply to DATA. */
+export function queueIdIn(result: RunResult): string {
+  const match = /queued as ([0-9a-z]{20})\b/.exec(`${result.stdout}\n${result.stderr}`);
+  assert.ok(match, `no "queued as" reply in the client's transcript\n${transcript(result)}`);
+  return match[1]!;
+}
+
+export interface SpooledMessage {
+  queueId: string;
+  envelope: Envelope;
+  message: Buffer;
+}
+
+export async function readSpooled(spool: string, queueId: string): Promise<SpooledMessage> {
+  const envelope = parseEnvelope(await readFile(path.join(spool, 'incoming', `${queueId}.json`), 'utf8'), queueId);
+  const message = await readFile(path.join(spool, 'data', `${queueId}.eml`));
+  return { queueId, envelope, message };
+}
+
+/** Ids of every message in the queue, for "nothing was spooled" checks. */
+export async function queuedIds(spool: string): Promise<string[]> {
+  const names = await readdir(path.join(spool, 'incoming'));
+  return names.filter((name) => name.endsWith('.json')).map((name) => name.slice(0, -'.json'.length)).sort();
+}
