@@ -62,7 +62,7 @@ console.log(
     `mta-relay: submission on 127.0.0.1:${port} (STARTTLS, AUTH), spool ${spool}`,
     password ? `user "${user}" created with password: ${password}   (shown once; change it with: npx mta-server passwd ${user} --users users.txt)` : `user "${user}" from ${usersFile}`,
     'send a test message:',
-    `  swaks --server 127.0.0.1 --port ${port} --tls --tls-verify=0 --auth-user ${user} --auth-password '${password ?? 'YOUR-PASSWORD'}' --from you@example.com --to someone@example.com`,
+    `  swaks --server 127.0.0.1 --port ${port} --tls --auth-user ${user} --auth-password '${password ?? 'YOUR-PASSWORD'}' --from you@example.com --to someone@example.com`,
     '',
   ].join('\n'),
 );

@@ -39,7 +39,7 @@ export async function queueBounce(envelope: Envelope, failed: RecipientRecord[],
       client: { address: '127.0.0.1', hostname: context.hostname, helo: null, tls: null },
       arrivedAt: now,
       smtpUtf8: /[^\x00-\x7f]/.test(envelope.sender),
-      bodyType: '8bitmime',
+      bodyType: '7bit', // buildDsn keeps the report 7-bit, so any MX can take it
       nextAttemptAt: now,
       bounceOf: envelope.id,
     });

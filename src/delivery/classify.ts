@@ -30,12 +30,12 @@ export const REPLY_RULES: readonly ReplyRule[] = [
   {
     match: (code) => code === 503,
     verdict: 'transient',
-    why: 'RFC 5321 §4.2.4: 503 "bad sequence of commands" is about our session, not the recipient (e.g. pipelining out of step); a new session can succeed, and we never bounce on our own bug',
+    why: 'RFC 5321 §4.2.3: 503 "bad sequence of commands" is about our session, not the recipient (e.g. pipelining out of step); a new session can succeed, and we never bounce on our own bug',
   },
   {
     match: (code, enhanced) => codeClass(code) === 5 && enhancedClass(enhanced) === 4,
     verdict: 'permanent',
-    why: 'RFC 3463 §2/RFC 2034: the enhanced class must agree with the reply code; when it does not, trust the reply code as Postfix does (smtp_chat.c ignores an out-of-sync enhanced code): it is what every client sees',
+    why: 'RFC 3463 §2 gives the enhanced class the meaning of the reply code\'s first digit; when they disagree, trust the reply code as Postfix does (smtp_chat.c ignores an out-of-sync enhanced code): it is what every client sees',
   },
   {
     match: (code, enhanced) => codeClass(code) === 4 && enhancedClass(enhanced) === 5,
