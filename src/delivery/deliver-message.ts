@@ -47,7 +47,11 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
   }
   if (envelope.recipients.every((recipient) => FINAL_STATES.has(recipient.state))) {
     const failed = envelope.recipients.filter((recipient) => recipient.state === 'bounced' || recipient.state === 'expired');
-    if (failed.length > 0) await queueBounce(envelope, failed, context);
+    if (failed.length > 0) {
+      // Final states first: a crash before the unlink then repeats at most the DSN, never the deliveries.
+      await context.store.save(claim, envelope);
+      await queueBounce(envelope, failed, context);
+    }
     await context.store.complete(claim);
     context.logger.info({ event: 'completed', queueId: envelope.id, ...countStates(envelope.recipients) }, 'message completed');
     return 'completed';
