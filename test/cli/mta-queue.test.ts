@@ -114,6 +114,7 @@ describe('mta-queue command line', () => {
 
   test('two mta-queue processes on one spool deliver every message exactly once', async () => {
     await enqueueMany(300, 'pair');
+    const sessionsBefore = f.mx.mxes[0]!.sessions;
     const [a, b] = [start(['--once', '--concurrency', '10']), start(['--once', '--concurrency', '10'])];
     assert.deepEqual(await Promise.all([a.exit(60_000), b.exit(60_000)]).then((exits) => exits.map((exit) => exit.code)), [0, 0]);
     const counts = [...seqCounts(f.mx.mxes[0]!.messages)].filter(([seq]) => seq.startsWith('pair-'));
@@ -121,6 +122,8 @@ describe('mta-queue command line', () => {
     assert.deepEqual(counts.filter(([, count]) => count > 1), [], 'none twice');
     const shares = [a, b].map((daemon) => daemon.logs.filter((line) => line.event === 'delivered').length);
     assert.ok(shares.every((share) => share > 0), `both processes worked: ${shares}`);
+    const sessions = f.mx.mxes[0]!.sessions - sessionsBefore;
+    assert.ok(sessions <= 2 * 10, `connections reused and capped at 10 per destination per process: ${sessions} for 300 messages`);
   });
 
   test('kill -9 in the middle of a batch, restart: nothing lost, duplicates only among what was in flight', async () => {

@@ -242,3 +242,42 @@ describe('mta-server submission', () => {
     });
   }
 });
+
+describe('mta-server connection limits', () => {
+  let fixture: IntakeFixture;
+  before(async () => {
+    fixture = await startIntake({ maxConnectionsPerIp: 2, sessionTimeLimit: 1500 });
+  });
+  after(() => fixture.close());
+
+  test('a third connection from one address gets 421 4.7.0; another address still gets in', async () => {
+    const first = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.1.1' });
+    const second = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.1.1' });
+    const third = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.1.1' });
+    assert.equal(first.greeting.code, 220);
+    assert.equal(second.greeting.code, 220);
+    assert.match(third.greeting.raw, /^421 4\.7\.0 /);
+    await third.client.closed();
+    const other = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.1.2' });
+    assert.equal(other.greeting.code, 220);
+    first.client.close();
+    await first.client.closed();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const again = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.1.1' });
+    assert.equal(again.greeting.code, 220, 'a slot freed by a closed connection is usable again');
+    for (const client of [second.client, other.client, again.client]) client.close();
+  });
+
+  test('a session that keeps talking is still cut off at the session time limit with 421 4.4.2', async () => {
+    const { client } = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.1.3' });
+    const started = Date.now();
+    let reply;
+    do {
+      reply = await client.command('NOOP');
+      if (reply.code === 250) await new Promise((resolve) => setTimeout(resolve, 200));
+    } while (reply.code === 250 && Date.now() - started < 5000);
+    assert.match(reply.raw, /^421 4\.4\.2 .*Session time limit/);
+    await client.closed();
+    assert.ok(fixture.logs.events('session-timeout').length >= 1);
+  });
+});
