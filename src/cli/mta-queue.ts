@@ -6,7 +6,7 @@ import { QueueRunner } from '../delivery/queue-runner.js';
 import { createLogger } from '../shared/logger.js';
 import { spoolLayout } from '../spool/layout.js';
 import { listQueue, type QueueEntry } from '../spool/queue-listing.js';
-import { envOption, EXIT, runCli } from './run-cli.js';
+import { envOption, runCli, stopOnSignals } from './run-cli.js';
 
 function isProcessAlive(pid: number): boolean {
   try {
@@ -46,18 +46,7 @@ const program = new Command('mta-queue')
       await runner.close();
       return;
     }
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ event: 'signal', signal }, `${signal}: shutting down`);
-      runner.close().then(
-        () => process.exit(EXIT.ok),
-        () => process.exit(EXIT.runtime),
-      );
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    stopOnSignals(logger, runner);
   });
 
 program

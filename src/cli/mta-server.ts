@@ -6,7 +6,7 @@ import { hashPassword } from '../intake/password-hash.js';
 import { startServer } from '../intake/server.js';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
-import { envOption, EXIT, runCli } from './run-cli.js';
+import { envOption, runCli, stopOnSignals } from './run-cli.js';
 import { readSecret } from './read-secret.js';
 
 const program = new Command('mta-server')
@@ -32,20 +32,7 @@ const program = new Command('mta-server')
   .action(async (flags: Partial<ServerFlags>) => {
     const config = resolveServerConfig(flags, os.hostname());
     const logger = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
-    const server = await startServer(config, { logger });
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ event: 'signal', signal }, `${signal}: shutting down`);
-      server.close().then(
-        () => process.exit(EXIT.ok),
-        () => process.exit(EXIT.runtime),
-      );
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => void server.reload());
+    stopOnSignals(logger, await startServer(config, { logger }));
   });
 
 program

@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
 
 /** Exit statuses of shared/design/cli.md. */
 export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
@@ -32,4 +33,22 @@ export async function runCli(program: Command, argv: string[]): Promise<void> {
     process.stderr.write(`${name}: ${(error as Error).message}\n`);
     process.exit(usage ? EXIT.usage : EXIT.runtime);
   }
+}
+
+/** SIGTERM/SIGINT close the daemon once and exit 0 (1 if closing failed); SIGHUP calls `reload` when there is one. */
+export function stopOnSignals(logger: Logger, daemon: { close(): Promise<void>; reload?(): Promise<void> }): void {
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ event: 'signal', signal }, `${signal}: shutting down`);
+    daemon.close().then(
+      () => process.exit(EXIT.ok),
+      () => process.exit(EXIT.runtime),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  const reload = daemon.reload?.bind(daemon);
+  if (reload) process.on('SIGHUP', () => void reload());
 }
