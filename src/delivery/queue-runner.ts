@@ -38,6 +38,7 @@ export class QueueRunner {
   private readonly ready: Candidate[] = [];
   private readonly known = new Set<string>();
   private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly claims = new Map<string, Claim>();
   private readonly timers: NodeJS.Timeout[] = [];
   private watcher: FSWatcher | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -97,7 +98,10 @@ export class QueueRunner {
     }
   }
 
-  /** Stops claiming; deliveries in flight get `shutdownTimeout` to finish, the rest are recovered on the next start. */
+  /**
+   * Stops claiming; deliveries in flight get `shutdownTimeout` to finish. Claims still held after that are put
+   * back in incoming/ for another process (or the next start): the delivery may be repeated, never lost.
+   */
   async close(): Promise<void> {
     this.stopping = true;
     this.watcher?.close();
@@ -106,11 +110,25 @@ export class QueueRunner {
     const pending = [...this.inFlight.values()];
     this.deps.logger.info({ event: 'stopping', inFlight: pending.length }, 'stopping: no new claims');
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), this.config.shutdownTimeout)));
-    const finished = await Promise.race([Promise.all(pending).then(() => false), timedOut]);
+    const timedOut = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), this.config.shutdownTimeout)));
+    const expired = await Promise.race([Promise.all(pending).then(() => false), timedOut]);
     clearTimeout(timer);
+    const released = expired ? await this.releaseClaims() : [];
     this.context.transport.close();
-    this.deps.logger.info({ event: 'stopped', abandoned: finished ? this.inFlight.size : 0 }, 'mta-queue stopped');
+    this.deps.logger.info({ event: 'stopped', released }, 'mta-queue stopped');
+  }
+
+  private async releaseClaims(): Promise<string[]> {
+    const released: string[] = [];
+    for (const claim of this.claims.values()) {
+      try {
+        await this.store.release(claim);
+        released.push(claim.id);
+      } catch (error) {
+        this.deps.logger.warn({ event: 'release-failed', queueId: claim.id, err: error }, 'claim kept; recovered at the next start');
+      }
+    }
+    return released;
   }
 
   private scanIncoming(): Promise<void> {
@@ -181,11 +199,14 @@ export class QueueRunner {
     try {
       claim = await this.store.claim(candidate);
       if (!claim) return; // another process took it first
+      this.claims.set(claim.id, claim);
       const envelope = await this.store.read(claim);
       const result = await deliverClaimedMessage(claim, envelope, this.context);
       if (result === 'deferred') this.due.add({ id: envelope.id, due: envelope.nextAttemptAt, name: deferredName(envelope.id, envelope.nextAttemptAt) });
     } catch (error) {
       await this.handleFailure(candidate, claim, error);
+    } finally {
+      this.claims.delete(candidate.id);
     }
   }
 

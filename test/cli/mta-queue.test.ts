@@ -46,11 +46,12 @@ describe('mta-queue command line', () => {
   const leftInSpool = async () => (await readdir(f.layout.dir('incoming'))).length + (await readdir(f.layout.dir('deferred'))).length;
 
   before(async () => {
-    f = await startDeliveryFixture([{ name: 'mx.ok.test' }, { rcpt: [{ code: 451, message: 'Try later' }] }], (hosts) => ({
+    f = await startDeliveryFixture([{ name: 'mx.ok.test' }, { rcpt: [{ code: 451, message: 'Try later' }] }, { greeting: 'silent' }], (hosts) => ({
       'ok.test': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
       'mx.ok.test': { a: [hosts[0]!] },
       'shop.example': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
       'later.test': { a: [hosts[1]!] },
+      'silent.test': { a: [hosts[2]!] },
     }));
   });
   // A failed test must not leave a daemon delivering the next test's messages.
@@ -148,5 +149,17 @@ describe('mta-queue command line', () => {
     assert.ok(survivor.logs.some((line) => line.event === 'recovered') || duplicates === 0, JSON.stringify(recovered));
     const claims = await Promise.all((await readdir(f.layout.dir('active'))).map((owner) => readdir(path.join(f.layout.dir('active'), owner))));
     assert.deepEqual(claims.flat(), [], 'no claim left behind');
+  });
+
+  test('SIGTERM with a delivery stuck in flight: exit 0 after --shutdown-timeout, the claim back in incoming/', async () => {
+    const id = await f.enqueue('app@shop.example', ['stuck@silent.test'], 'Subject: stuck\n\nbody\n');
+    const daemon = start(['--connect-timeout', '30s', '--shutdown-timeout', '1s']);
+    await daemon.waitForEvent('started');
+    await waitFor(() => (f.mx.mxes[2]!.sessions > 0 ? true : undefined), 10_000);
+    daemon.signal('SIGTERM');
+    assert.equal((await daemon.exit()).code, 0);
+    const stopped = await daemon.waitForEvent('stopped');
+    assert.deepEqual(stopped.released, [id]);
+    assert.ok((await readdir(f.layout.dir('incoming'))).includes(`${id}.json`), 'back in the queue, not lost');
   });
 });

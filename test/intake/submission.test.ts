@@ -281,3 +281,27 @@ describe('mta-server connection limits', () => {
     assert.ok(fixture.logs.events('session-timeout').length >= 1);
   });
 });
+
+describe('mta-server implicit TLS (--smtps-port)', () => {
+  let fixture: IntakeFixture;
+  before(async () => {
+    fixture = await startIntake({ smtpsPort: 0 });
+  });
+  after(() => fixture.close());
+
+  test('TLS from the first byte: banner with our hostname, AUTH offered at once, message spooled', async () => {
+    const { client, greeting } = await RawSmtpClient.connect(fixture.server.ports.smtps!, { implicitTls: true });
+    assert.match(greeting.raw, /^220 relay\.test ESMTP/);
+    const ehlo = await client.command('EHLO app.example');
+    assert.ok(ehlo.lines.includes('AUTH PLAIN LOGIN'), ehlo.raw);
+    assert.ok(!ehlo.lines.includes('STARTTLS'));
+    assert.equal((await client.command(`AUTH PLAIN ${Buffer.from(`\0${TEST_USER.name}\0${TEST_USER.password}`).toString('base64')}`)).code, 235);
+    await client.command('MAIL FROM:<app@shop.example>');
+    await client.command('RCPT TO:<x@a.example>');
+    await client.command('DATA');
+    const reply = await client.command('Subject: implicit\r\n\r\nhi\r\n.');
+    const { envelope } = await spooled(fixture, queueIdOf(reply));
+    assert.match(envelope.client.tls!.version, /^TLSv1\.[23]$/);
+    client.close();
+  });
+});
