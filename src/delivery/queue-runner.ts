@@ -23,6 +23,11 @@ export interface QueueDeps {
 
 /** How often the deferred/ index is re-read, to see what other mta-queue processes deferred. */
 const DEFERRED_RESCAN_MS = 60_000;
+/**
+ * Every claim renames out of incoming/ and fires a watch event: during a big drain, rescanning on each would
+ * re-read a directory of thousands of names hundreds of times a second. Events within this window share a scan.
+ */
+const WATCH_SCAN_DELAY_MS = 50;
 /** A message whose delivery failed for a reason of ours (not the remote's) waits this long before the next try. */
 const LOCAL_ERROR_BACKOFF_MS = 60_000;
 
@@ -42,6 +47,7 @@ export class QueueRunner {
   private readonly timers: NodeJS.Timeout[] = [];
   private watcher: FSWatcher | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
+  private scanTimer: NodeJS.Timeout | undefined;
   private scanning: Promise<void> | undefined;
   private stopping = false;
   private idleWaiters: (() => void)[] = [];
@@ -82,7 +88,7 @@ export class QueueRunner {
     await this.scanIncoming();
     this.deps.logger.info({ event: 'started', spool: this.store.layout.root, deferred: this.due.size, ready: this.ready.length, concurrency: this.config.concurrency }, 'mta-queue started');
     if (!options.watch) return;
-    this.watcher = watch(this.store.layout.dir('incoming'), () => void this.scanIncoming());
+    this.watcher = watch(this.store.layout.dir('incoming'), () => this.scanSoon());
     this.watcher.on('error', (error) => this.deps.logger.warn({ event: 'watch-error', err: error }, 'spool watch failed, polling only'));
     this.timers.push(setInterval(() => void this.scanIncoming(), this.config.pollInterval));
     this.timers.push(setInterval(() => void this.rescanDeferred(), DEFERRED_RESCAN_MS));
@@ -107,6 +113,7 @@ export class QueueRunner {
     this.watcher?.close();
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.wakeTimer);
+    clearTimeout(this.scanTimer);
     const pending = [...this.inFlight.values()];
     this.deps.logger.info({ event: 'stopping', inFlight: pending.length }, 'stopping: no new claims');
     let timer: NodeJS.Timeout | undefined;
@@ -129,6 +136,15 @@ export class QueueRunner {
       }
     }
     return released;
+  }
+
+  private scanSoon(): void {
+    // With a backlog ready, a new arrival waits behind it anyway: the poll finds it in time.
+    if (this.scanTimer || this.stopping || this.ready.length > 0) return;
+    this.scanTimer = setTimeout(() => {
+      this.scanTimer = undefined;
+      void this.scanIncoming();
+    }, WATCH_SCAN_DELAY_MS);
   }
 
   private scanIncoming(): Promise<void> {
