@@ -1,6 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import type { QueueConfig } from '../config/queue-config.js';
 import { systemClock, type Clock } from '../shared/clock.js';
+import { Fifo } from '../shared/fifo.js';
 import { CorruptSpoolEntryError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
@@ -40,7 +41,7 @@ export class QueueRunner {
   private readonly context: DeliveryContext;
   private readonly clock: Clock;
   private readonly due = new DueIndex();
-  private readonly ready: Candidate[] = [];
+  private readonly ready = new Fifo<Candidate>();
   private readonly known = new Set<string>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly claims = new Map<string, Claim>();
