@@ -1,4 +1,4 @@
-import { readFile, rename, writeFile, stat } from 'node:fs/promises';
+import { chown, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../shared/errors.js';
@@ -46,10 +46,12 @@ export async function setUserSecret(filePath: string, user: string, secret: stri
   const entry = `${user}:${secret}`;
   if (index >= 0) lines[index] = entry;
   else lines.push(entry);
-  const mode = await stat(filePath).then((info) => info.mode & 0o777, () => 0o600);
+  const previous = await stat(filePath).catch(() => undefined);
   const tmpPath = path.join(path.dirname(filePath), `.${path.basename(filePath)}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    await writeFile(tmpPath, lines.join('\n') + '\n', { mode, flag: 'wx' });
+    await writeFile(tmpPath, lines.join('\n') + '\n', { mode: previous ? previous.mode & 0o777 : 0o600, flag: 'wx' });
+    // Run as root for a service user's file, the rewrite must stay readable by that user: keep the owner.
+    if (previous && process.getuid?.() === 0) await chown(tmpPath, previous.uid, previous.gid);
     await rename(tmpPath, filePath);
   } catch (error) {
     await removeIfPresent(tmpPath).catch(() => undefined);

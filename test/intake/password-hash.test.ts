@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFile, readFile, stat } from 'node:fs/promises';
+import { chown, writeFile, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { parseUsers, setUserSecret } from '../../src/config/users-file.js';
@@ -36,5 +36,17 @@ test('setUserSecret replaces one line, keeps the others and comments, and keeps 
   assert.equal(await readFile(file, 'utf8'), '# operators\nalice:$scrypt$new\n\nbob:keep\ncarol:x\n');
   assert.equal((await stat(file)).mode & 0o777, 0o600);
   await assert.rejects(setUserSecret(file, 'bad name', 'x'), ConfigError);
+  await cleanup();
+});
+
+test('setUserSecret run by root keeps the file owned by the service user', async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('changing owners needs root');
+  const { dir, cleanup } = await tempDir();
+  const file = path.join(dir, 'users.txt');
+  await writeFile(file, 'alice:old\n', { mode: 0o600 });
+  await chown(file, 65534, 65534);
+  await setUserSecret(file, 'alice', 'new');
+  const info = await stat(file);
+  assert.deepEqual([info.uid, info.gid, info.mode & 0o777], [65534, 65534, 0o600]);
   await cleanup();
 });
