@@ -3,10 +3,9 @@ import os from 'node:os';
 import { Command } from 'commander';
 import { resolveQueueConfig, type QueueFlags } from '../config/queue-config.js';
 import { QueueRunner } from '../delivery/queue-runner.js';
-import { createLogger } from '../shared/logger.js';
-import { spoolLayout } from '../spool/layout.js';
-import { listQueue, type QueueEntry } from '../spool/queue-listing.js';
-import { envOption, runCli, stopOnSignals } from './run-cli.js';
+import { createMetricsRegistry } from '../shared/metrics.js';
+import { addQueueAdminCommands } from './queue-admin-cli.js';
+import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
 
 function isProcessAlive(pid: number): boolean {
   try {
@@ -34,37 +33,31 @@ const program = new Command('mta-queue')
   .addOption(envOption('--shutdown-timeout <dur>', 'on SIGTERM, how long deliveries in flight may finish [30s]'))
   .addOption(envOption('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent [info]'))
   .addOption(envOption('--log-format <format>', 'json (for journald) or pretty [json]'))
+  .addOption(envOption('--log-file <path>', 'write the log to this file, rotated, instead of stdout, e.g. /var/log/mta-relay/mta-queue.log [stdout]'))
+  .addOption(envOption('--log-rotate <when>', 'with --log-file: size, daily or both [size]'))
+  .addOption(envOption('--log-max-size <size>', 'with --log-file: start a new file past this size [100m]'))
+  .addOption(envOption('--log-keep <n>', 'with --log-file: rotated files kept besides the current one [7]'))
+  .addOption(envOption('--metrics <addr:port>', 'serve Prometheus /metrics and /healthz, e.g. 127.0.0.1:9588; a bare port means 127.0.0.1 [off]'))
   .action(async (flags: Partial<QueueFlags> & { once?: boolean }) => {
     const config = resolveQueueConfig(flags, os.hostname());
-    const logger = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
+    const logger = await openDaemonLogger('mta-queue', config);
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
-    const runner = new QueueRunner(config, { logger, resolver, pid: process.pid, isAlive: isProcessAlive });
-    await runner.start({ watch: !flags.once });
+    const metrics = config.metrics ? createMetricsRegistry() : undefined;
+    const runner = new QueueRunner(config, { logger, resolver, pid: process.pid, isAlive: isProcessAlive, metrics });
     if (flags.once) {
+      await runner.start({ watch: false });
       await runner.drain();
       await runner.close();
       return;
     }
-    stopOnSignals(logger, runner);
+    await runUntilSignalled(logger, async () => {
+      await runner.start({ watch: true });
+      return runner;
+    });
   });
 
-program
-  .command('list')
-  .description('one line per queued message: id, state, sender, pending recipients, attempts, next attempt, last error')
-  .option('--json', 'one JSON array instead of a table')
-  .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
-  .action(async (flags: { json?: boolean; spool?: string }) => {
-    const entries = await listQueue(spoolLayout(flags.spool ?? '/var/mailqueue'));
-    process.stdout.write(flags.json ? JSON.stringify(entries, null, 2) + '\n' : formatTable(entries));
-  });
-
-function formatTable(entries: QueueEntry[]): string {
-  const time = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));
-  const lines = entries.map((entry) =>
-    [entry.id, entry.state, entry.sender || '<>', entry.pending.join(',') || '-', String(entry.attempts), time(entry.nextAttemptAt), entry.lastError ?? '-'].join('\t'),
-  );
-  return ['ID\tSTATE\tSENDER\tPENDING\tATTEMPTS\tNEXT\tLAST ERROR', ...lines, `${entries.length} message(s)`].join('\n') + '\n';
-}
+// list, show, stats, flush, hold, release, delete: queue administration, safe while the daemons run.
+addQueueAdminCommands(program);
 
 await runCli(program, process.argv);

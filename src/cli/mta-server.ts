@@ -5,8 +5,8 @@ import { setUserSecret } from '../config/users-file.js';
 import { hashPassword } from '../intake/password-hash.js';
 import { startServer } from '../intake/server.js';
 import { ConfigError } from '../shared/errors.js';
-import { createLogger } from '../shared/logger.js';
-import { envOption, runCli, stopOnSignals } from './run-cli.js';
+import { createMetricsRegistry } from '../shared/metrics.js';
+import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
 import { readSecret } from './read-secret.js';
 
 const program = new Command('mta-server')
@@ -29,10 +29,15 @@ const program = new Command('mta-server')
   .addOption(envOption('--shutdown-timeout <dur>', 'on SIGTERM, how long sessions in DATA may take to finish [30s]'))
   .addOption(envOption('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent [info]'))
   .addOption(envOption('--log-format <format>', 'json (for journald) or pretty [json]'))
+  .addOption(envOption('--log-file <path>', 'write the log to this file, rotated, instead of stdout, e.g. /var/log/mta-relay/mta-server.log [stdout]'))
+  .addOption(envOption('--log-rotate <when>', 'with --log-file: size, daily or both [size]'))
+  .addOption(envOption('--log-max-size <size>', 'with --log-file: start a new file past this size [100m]'))
+  .addOption(envOption('--log-keep <n>', 'with --log-file: rotated files kept besides the current one [7]'))
+  .addOption(envOption('--metrics <addr:port>', 'serve Prometheus /metrics and /healthz, e.g. 127.0.0.1:9587; a bare port means 127.0.0.1 [off]'))
   .action(async (flags: Partial<ServerFlags>) => {
     const config = resolveServerConfig(flags, os.hostname());
-    const logger = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty' });
-    stopOnSignals(logger, await startServer(config, { logger }));
+    const logger = await openDaemonLogger('mta-server', config);
+    await runUntilSignalled(logger, () => startServer(config, { logger, metrics: config.metrics ? createMetricsRegistry() : undefined }));
   });
 
 program

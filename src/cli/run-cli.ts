@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError } from '../shared/errors.js';
-import type { Logger } from '../shared/logger.js';
+import { createLogger, openLogFile, type LogFileOptions, type Logger } from '../shared/logger.js';
 
 /** Exit statuses of shared/design/cli.md. */
 export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
@@ -35,10 +35,39 @@ export async function runCli(program: Command, argv: string[]): Promise<void> {
   }
 }
 
-/** SIGTERM/SIGINT close the daemon once and exit 0 (1 if closing failed); SIGHUP calls `reload` when there is one. */
-export function stopOnSignals(logger: Logger, daemon: { close(): Promise<void>; reload?(): Promise<void> }): void {
+/** Minimum gap between two stderr reports of a failing log file (a full disk fails every line). */
+const LOG_ERROR_REPORT_MS = 60_000;
+
+/**
+ * The daemon's logger: JSON lines (or pino-pretty) on stdout, or the rotated `--log-file`. A log file that stops
+ * being writable does not stop mail: the error goes to stderr (journald), at most once a minute.
+ */
+export async function openDaemonLogger(name: string, config: { logLevel: string; logFormat: 'json' | 'pretty'; logFile: LogFileOptions | null }): Promise<Logger> {
+  let reported = 0;
+  const reportError = (error: Error) => {
+    if (Date.now() - reported < LOG_ERROR_REPORT_MS) return;
+    reported = Date.now();
+    process.stderr.write(`${name}: log file: ${error.message}\n`);
+  };
+  const file = config.logFile ? await openLogFile(config.logFile, reportError) : null;
+  return createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty', destination: file?.stream });
+}
+
+interface Daemon {
+  close(): Promise<void>;
+  reload?(): Promise<void>;
+}
+
+/**
+ * Starts a daemon with its signal handlers already in place: SIGTERM/SIGINT close it once and exit 0 (1 if
+ * closing failed), also when they arrive while it is still starting; SIGHUP calls `reload` when there is one.
+ */
+export async function runUntilSignalled(logger: Logger, start: () => Promise<Daemon>): Promise<void> {
+  let daemon: Daemon | undefined;
+  let requested: NodeJS.Signals | undefined;
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
+    if (!daemon) return void (requested ??= signal);
     if (stopping) return;
     stopping = true;
     logger.info({ event: 'signal', signal }, `${signal}: shutting down`);
@@ -49,6 +78,7 @@ export function stopOnSignals(logger: Logger, daemon: { close(): Promise<void>; 
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  const reload = daemon.reload?.bind(daemon);
-  if (reload) process.on('SIGHUP', () => void reload());
+  process.on('SIGHUP', () => void daemon?.reload?.());
+  daemon = await start();
+  if (requested) stop(requested);
 }

@@ -1,10 +1,11 @@
 import { ConfigError } from '../shared/errors.js';
 import { LOG_LEVELS } from '../shared/logger.js';
 import { parseRetrySchedule } from '../delivery/retry-policy.js';
+import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
 import { oneOf } from './server-config.js';
 import { parseDuration, parsePort, parsePositiveInteger } from './units.js';
 
-export interface QueueConfig {
+export interface QueueConfig extends ObservabilityConfig {
   spool: string;
   concurrency: number;
   hostname: string;
@@ -39,6 +40,7 @@ export const QUEUE_FLAG_DEFAULTS = {
   shutdownTimeout: '30s',
   logLevel: 'info',
   logFormat: 'json',
+  ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
 export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: string): QueueConfig {
@@ -47,6 +49,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
   const smtpPort = parsePort(value('smtpPort'), '--smtp-port');
   if (smtpPort === 0) throw new ConfigError('--smtp-port: 0 is not a port to connect to');
   if (value('spool') === '') throw new ConfigError('--spool must not be empty');
+  const logFormat = oneOf(value('logFormat'), ['json', 'pretty'] as const, '--log-format');
   return {
     spool: value('spool'),
     concurrency: parsePositiveInteger(value('concurrency'), '--concurrency', 10_000),
@@ -60,7 +63,8 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     connectTimeout: parseDuration(value('connectTimeout'), '--connect-timeout'),
     shutdownTimeout: parseDuration(value('shutdownTimeout'), '--shutdown-timeout'),
     logLevel: oneOf(value('logLevel'), LOG_LEVELS, '--log-level'),
-    logFormat: oneOf(value('logFormat'), ['json', 'pretty'] as const, '--log-format'),
+    logFormat,
+    ...resolveObservability(value, logFormat),
   };
 }
 

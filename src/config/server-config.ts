@@ -1,9 +1,10 @@
 import type net from 'node:net';
 import { ConfigError } from '../shared/errors.js';
 import { LOG_LEVELS } from '../shared/logger.js';
+import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
 import { parseDuration, parseNetworks, parsePort, parsePositiveInteger, parseSize } from './units.js';
 
-export interface ServerConfig {
+export interface ServerConfig extends ObservabilityConfig {
   host: string;
   port: number;
   smtpsPort: number | null;
@@ -46,6 +47,7 @@ export const SERVER_FLAG_DEFAULTS = {
   shutdownTimeout: '30s',
   logLevel: 'info',
   logFormat: 'json',
+  ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
 export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname: string): ServerConfig {
@@ -57,6 +59,7 @@ export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname
   };
   const smtpsPort = value('smtpsPort');
   const trusted = value('trustedNetworks');
+  const logFormat = oneOf(required('logFormat'), ['json', 'pretty'] as const, '--log-format');
   return {
     host: required('host'),
     port: parsePort(required('port'), '--port'),
@@ -74,7 +77,8 @@ export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname
     idleTimeout: parseDuration(required('idleTimeout'), '--idle-timeout'),
     shutdownTimeout: parseDuration(required('shutdownTimeout'), '--shutdown-timeout'),
     logLevel: oneOf(required('logLevel'), LOG_LEVELS, '--log-level'),
-    logFormat: oneOf(required('logFormat'), ['json', 'pretty'] as const, '--log-format'),
+    logFormat,
+    ...resolveObservability(value, logFormat),
   };
 }
 

@@ -7,6 +7,7 @@ import { domainOf } from '../intake/address-syntax.js';
 import { FINAL_STATES, type Envelope, type RecipientRecord, type RecipientState } from '../spool/envelope.js';
 import type { Claim, QueueStore } from '../spool/queue-store.js';
 import { queueBounce, type BounceContext } from './bounce.js';
+import type { DeliveryMetrics } from './delivery-metrics.js';
 import type { DomainAttempt, MxTransport, OutgoingMessage, RecipientOutcome } from './mx-transport.js';
 import { nextAttemptAt } from './retry-policy.js';
 
@@ -17,6 +18,7 @@ export interface DeliveryContext extends BounceContext {
   logger: Logger;
   retrySchedule: number[];
   maxQueueTime: number;
+  metrics?: DeliveryMetrics;
 }
 
 /** Messages up to this size are read once and shared by all domains' transactions; larger ones stream from disk. */
@@ -35,14 +37,19 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
   const byDomain = groupBy(due, (recipient) => domainOf(recipient.address));
   const attempts = await Promise.all(
     [...byDomain].map(async ([domain, recipients]) => {
+      const domainStarted = context.clock.now();
       const result = await context.transport.deliver(domain, recipients.map((r) => r.address), message);
+      context.metrics?.domainAttempt((context.clock.now() - domainStarted) / 1000);
       return { domain, recipients, result };
     }),
   );
   const now = context.clock.now();
   const retryAt = nextAttemptAt({ schedule: context.retrySchedule, attempts: attempt, arrivedAt: envelope.arrivedAt, now, maxQueueTime: context.maxQueueTime });
   for (const { domain, recipients, result } of attempts) {
-    for (const recipient of recipients) applyOutcome(recipient, result, retryAt, now, attempt);
+    for (const recipient of recipients) {
+      applyOutcome(recipient, result, retryAt, now, attempt);
+      context.metrics?.recipientDone(recipient.state, recipient.lastReply?.code ?? null);
+    }
     logAttempt(context.logger, envelope.id, domain, recipients, result, attempt, now - started);
   }
   if (envelope.recipients.every((recipient) => FINAL_STATES.has(recipient.state))) {

@@ -28,6 +28,13 @@ export class DueIndex {
     heap[index] = entry;
   }
 
+  /** The smallest queue id, i.e. the longest queued message (ids sort by creation time); one pass, for scrapes only. */
+  oldestId(): string | undefined {
+    let oldest: string | undefined;
+    for (const entry of this.heap) if (oldest === undefined || entry.id < oldest) oldest = entry.id;
+    return oldest;
+  }
+
   nextDue(): number | undefined {
     return this.heap[0]?.due;
   }

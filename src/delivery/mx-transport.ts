@@ -3,7 +3,7 @@ import type { RecordedReply } from '../spool/envelope.js';
 import { classifyDeliveryError, classifySmtpReply, parseEnhancedCode, type Verdict } from './classify.js';
 import { KeyedLimiter } from './limiter.js';
 import { RemoteSession, StartTlsFailedError, type SessionTarget, type TlsDetails } from './remote-session.js';
-import { resolveMxTargets, type DnsResolver } from './resolve-mx.js';
+import { DnsLookupError, resolveMxTargets, type DnsResolver } from './resolve-mx.js';
 
 export interface RecipientOutcome {
   verdict: Verdict;
@@ -26,6 +26,8 @@ export interface TransportOptions {
   timeouts: SessionTarget['timeouts'];
   /** How long an idle connection is kept for the next message to the same MX. */
   idleTimeout: number;
+  /** Told of every failed DNS look-up (for the metrics), whether or not another MX then took the mail. */
+  onDnsFailure?(permanent: boolean): void;
 }
 
 export interface OutgoingMessage {
@@ -68,6 +70,7 @@ export class MxTransport {
         try {
           addresses = await target.addresses();
         } catch (error) {
+          this.noteDnsFailure(error);
           lastFailure = { error, mx: target.host, ip: null };
           continue;
         }
@@ -80,10 +83,15 @@ export class MxTransport {
         }
       }
     } catch (error) {
+      this.noteDnsFailure(error);
       lastFailure = { error, mx: null, ip: null };
     }
     const outcome = classifyDeliveryError(lastFailure.error);
     return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: lastFailure.mx, ip: lastFailure.ip, tls: null };
+  }
+
+  private noteDnsFailure(error: unknown): void {
+    if (error instanceof DnsLookupError) this.options.onDnsFailure?.(error.permanent);
   }
 
   private target(ip: string, host: string): SessionTarget {

@@ -1,13 +1,17 @@
 import { watch, type FSWatcher } from 'node:fs';
+import { Registry } from 'prom-client';
 import type { QueueConfig } from '../config/queue-config.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { Fifo } from '../shared/fifo.js';
 import { CorruptSpoolEntryError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { isLoopback, startMetricsServer, type MetricsServer } from '../shared/metrics.js';
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
 import { MessageWriter } from '../spool/message-writer.js';
-import { deferredName, QueueStore, type Candidate, type Claim } from '../spool/queue-store.js';
+import { queueIdTime } from '../spool/queue-id.js';
+import { deferredName, QueueStore, type Candidate, type Claim, type DeferredEntry } from '../spool/queue-store.js';
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
+import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
 import { DueIndex } from './due-index.js';
 import { MxTransport } from './mx-transport.js';
 import type { DnsResolver } from './resolve-mx.js';
@@ -20,6 +24,8 @@ export interface QueueDeps {
   pid: number;
   /** Whether another mta-queue that left claims behind is still running. */
   isAlive(pid: number): boolean;
+  /** Where the metrics go (shared/metrics createMetricsRegistry); a private registry when absent. Served on --metrics. */
+  metrics?: Registry;
 }
 
 /** How often the deferred/ index is re-read, to see what other mta-queue processes deferred. */
@@ -49,9 +55,15 @@ export class QueueRunner {
   private watcher: FSWatcher | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
   private scanTimer: NodeJS.Timeout | undefined;
+  private deferredDuringRescan: DeferredEntry[] | undefined;
   private scanning: Promise<void> | undefined;
   private stopping = false;
   private idleWaiters: (() => void)[] = [];
+  private readonly registry: Registry;
+  private readonly metrics: DeliveryMetrics;
+  private metricsServer: MetricsServer | null = null;
+  /** How many of `ready` sit in deferred/ (promoted when due): the rest are in incoming/. */
+  private readyDeferred = 0;
 
   constructor(
     private readonly config: QueueConfig,
@@ -60,6 +72,8 @@ export class QueueRunner {
     this.clock = deps.clock ?? systemClock;
     const layout = spoolLayout(config.spool);
     this.store = new QueueStore(layout, deps.pid);
+    this.registry = deps.metrics ?? new Registry();
+    this.metrics = new DeliveryMetrics(this.registry, () => this.queueSnapshot(), () => this.clock.now());
     this.context = {
       store: this.store,
       writer: new MessageWriter(layout),
@@ -71,23 +85,34 @@ export class QueueRunner {
         maxConnectionsPerDestination: config.maxConnectionsPerDestination,
         timeouts: { connect: config.connectTimeout, greeting: config.connectTimeout, socket: 5 * 60_000 },
         idleTimeout: 10_000,
+        onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent),
       }),
       hostname: config.hostname,
       clock: this.clock,
       logger: deps.logger,
       retrySchedule: config.retrySchedule,
       maxQueueTime: config.maxQueueTime,
+      metrics: this.metrics,
     };
+  }
+
+  /** Where /metrics and /healthz are served (`127.0.0.1:9588`, the bound port) once started, null without --metrics. */
+  get metricsAddress(): string | null {
+    return this.metricsServer?.address ?? null;
   }
 
   /** Recovers abandoned claims and indexes the queue; `watch` keeps looking for new mail until close(). */
   async start(options: { watch: boolean }): Promise<void> {
     await ensureSpool(this.store.layout);
+    await this.startMetrics();
     const recovered = await this.store.recoverAbandonedClaims(this.deps.isAlive);
     if (recovered.length) this.deps.logger.warn({ event: 'recovered', count: recovered.length, queueIds: recovered.slice(0, 50) }, 'recovered claims of a stopped process');
     await this.rescanDeferred();
     await this.scanIncoming();
-    this.deps.logger.info({ event: 'started', spool: this.store.layout.root, deferred: this.due.size, ready: this.ready.length, concurrency: this.config.concurrency }, 'mta-queue started');
+    this.deps.logger.info(
+      { event: 'started', spool: this.store.layout.root, deferred: this.due.size, ready: this.ready.length, concurrency: this.config.concurrency, metrics: this.metricsAddress },
+      'mta-queue started',
+    );
     if (!options.watch) return;
     this.watcher = watch(this.store.layout.dir('incoming'), () => this.scanSoon());
     this.watcher.on('error', (error) => this.deps.logger.warn({ event: 'watch-error', err: error }, 'spool watch failed, polling only'));
@@ -123,7 +148,30 @@ export class QueueRunner {
     clearTimeout(timer);
     const released = expired ? await this.releaseClaims() : [];
     this.context.transport.close();
+    await this.metricsServer?.close();
     this.deps.logger.info({ event: 'stopped', released }, 'mta-queue stopped');
+  }
+
+  private async startMetrics(): Promise<void> {
+    const address = this.config.metrics;
+    if (!address) return;
+    this.metricsServer = await startMetricsServer(this.registry, address, {
+      healthy: () => !this.stopping,
+      onError: (error) => this.deps.logger.warn({ event: 'metrics-error', err: error }, 'metrics endpoint error'),
+    });
+    if (!isLoopback(address.host)) this.deps.logger.warn({ event: 'metrics-exposed', metrics: this.metricsAddress }, 'metrics served beyond loopback, without authentication');
+  }
+
+  /** For the queue gauges, at scrape time only: counts the runner keeps anyway, and one pass over the ids it holds. */
+  private queueSnapshot(): QueueSnapshot {
+    let oldest = this.due.oldestId();
+    for (const id of this.known) if (oldest === undefined || id < oldest) oldest = id;
+    return {
+      incoming: this.ready.length - this.readyDeferred,
+      deferred: this.due.size + this.readyDeferred,
+      active: this.inFlight.size,
+      oldestArrivedAt: oldest === undefined ? null : queueIdTime(oldest),
+    };
   }
 
   private async releaseClaims(): Promise<string[]> {
@@ -168,9 +216,20 @@ export class QueueRunner {
     return this.scanning.then(() => this.pump());
   }
 
+  private addDeferred(id: string, due: number): void {
+    const entry = { id, due, name: deferredName(id, due) };
+    this.due.add(entry);
+    this.deferredDuringRescan?.push(entry);
+  }
+
   private async rescanDeferred(): Promise<void> {
     try {
-      this.due.replaceAll((await this.store.listDeferred()).filter((entry) => !this.known.has(entry.id)));
+      // Entries deferred while the directory was being read may be missing from the listing: keep them.
+      this.deferredDuringRescan = [];
+      const listed = await this.store.listDeferred();
+      const meanwhile = this.deferredDuringRescan;
+      this.deferredDuringRescan = undefined;
+      this.due.replaceAll([...listed, ...meanwhile].filter((entry) => !this.known.has(entry.id)));
       this.promoteDue();
       this.pump();
     } catch (error) {
@@ -194,12 +253,14 @@ export class QueueRunner {
   private enqueue(candidate: Candidate): void {
     if (this.known.has(candidate.id)) return;
     this.known.add(candidate.id);
+    if (candidate.dir === 'deferred') this.readyDeferred++;
     this.ready.push(candidate);
   }
 
   private pump(): void {
     while (!this.stopping && this.inFlight.size < this.config.concurrency && this.ready.length) {
       const candidate = this.ready.shift()!;
+      if (candidate.dir === 'deferred') this.readyDeferred--;
       const run = this.run(candidate).finally(() => {
         this.inFlight.delete(candidate.id);
         this.known.delete(candidate.id);
@@ -219,7 +280,7 @@ export class QueueRunner {
       this.claims.set(claim.id, claim);
       const envelope = await this.store.read(claim);
       const result = await deliverClaimedMessage(claim, envelope, this.context);
-      if (result === 'deferred') this.due.add({ id: envelope.id, due: envelope.nextAttemptAt, name: deferredName(envelope.id, envelope.nextAttemptAt) });
+      if (result === 'deferred') this.addDeferred(envelope.id, envelope.nextAttemptAt);
     } catch (error) {
       await this.handleFailure(candidate, claim, error);
     } finally {
@@ -243,7 +304,7 @@ export class QueueRunner {
     const due = this.clock.now() + LOCAL_ERROR_BACKOFF_MS;
     try {
       await this.store.postpone(claim, due);
-      this.due.add({ id: claim.id, due, name: deferredName(claim.id, due) });
+      this.addDeferred(claim.id, due);
     } catch (err) {
       log.error({ event: 'spool-error', queueId: claim.id, err }, 'could not postpone; the claim is recovered at the next start');
     }

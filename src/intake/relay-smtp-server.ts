@@ -11,6 +11,20 @@ const LEADING_ENHANCED_STATUS = /^[245]\.\d{1,3}\.\d{1,3} /;
  * handler error whose text starts with an enhanced code is sent with that code instead of the derived one.
  */
 class RelayConnection extends SMTPConnection {
+  /**
+   * Runs once when the connection is gone. Not a 'close' listener on the socket: smtp-server's STARTTLS upgrade
+   * calls removeAllListeners() on the plain socket, so such a hook never ran for an upgraded session (its per-IP
+   * count and open-connection entry leaked, and an address was refused 421 after that many STARTTLS sessions).
+   */
+  whenClosed: (() => void) | undefined;
+
+  override _onClose(): void {
+    super._onClose();
+    const closed = this.whenClosed;
+    this.whenClosed = undefined;
+    closed?.();
+  }
+
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     if (typeof data === 'string' && LEADING_ENHANCED_STATUS.test(data)) return super.send(code, data, false);
     super.send(code, data, context);
@@ -36,8 +50,7 @@ export class RelaySmtpServer extends SMTPServer {
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data: unknown) => this._onClientConnect(data as Parameters<SMTPServer['_onClientConnect']>[0]));
-    const closed = this.hooks.onOpen(connection);
-    socket.once('close', closed);
+    connection.whenClosed = this.hooks.onOpen(connection);
     connection.init();
   }
 }

@@ -1,13 +1,16 @@
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { Registry } from 'prom-client';
 import type { ServerConfig } from '../config/server-config.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { hasSmtpReply, toSmtpServerError, type RelayError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { isLoopback, startMetricsServer } from '../shared/metrics.js';
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
 import { MessageWriter } from '../spool/message-writer.js';
 import { AuthThrottle, DEFAULT_AUTH_THROTTLE, type AuthThrottlePolicy } from './auth-throttle.js';
+import { IntakeMetrics } from './intake-metrics.js';
 import { receiveMessage } from './receive-message.js';
 import { RelaySmtpServer } from './relay-smtp-server.js';
 import { SubmissionPolicy } from './submission-policy.js';
@@ -18,11 +21,15 @@ export interface ServerDeps {
   logger: Logger;
   clock?: Clock;
   authThrottle?: AuthThrottlePolicy;
+  /** Where the counters go (shared/metrics createMetricsRegistry); a private registry when absent. Served on --metrics. */
+  metrics?: Registry;
 }
 
 export interface RunningServer {
   /** Bound ports (useful when the config asked for port 0). */
   ports: { submission: number; smtps: number | null };
+  /** Where /metrics and /healthz are served (`127.0.0.1:9587`, the bound port), null without --metrics. */
+  metrics: string | null;
   /** SIGHUP: re-read users and certificates; a broken file keeps the old one and the error is logged. */
   reload(): Promise<void>;
   /** SIGTERM: stop accepting, close idle sessions, let sessions in DATA finish within shutdownTimeout. */
@@ -39,6 +46,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const perAddress = new Map<string, number>();
   const inData = new Set<string>();
   let closing = false;
+  const registry = deps.metrics ?? new Registry();
+  const metrics = new IntakeMetrics(registry, () => connections.size);
 
   const policy = new SubmissionPolicy({
     users,
@@ -51,6 +60,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   });
 
   const refuse = (session: SMTPServerSession, stage: string, error: RelayError) => {
+    metrics.rejection(error.code).inc();
     logger.info({ event: 'rejected', session: session.id, client: session.remoteAddress, stage, reason: error.code, reply: error.smtp?.code }, error.message);
     return hasSmtpReply(error) ? toSmtpServerError(error) : error;
   };
@@ -82,7 +92,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     onAuth(auth, session, callback) {
       policy.authenticate(auth, session).then(
         (response) => callback(null, response),
-        (error: RelayError) => callback(hasSmtpReply(error) ? toSmtpServerError(error) : error),
+        (error: RelayError) => {
+          metrics.authFailures.inc();
+          callback(hasSmtpReply(error) ? toSmtpServerError(error) : error);
+        },
       );
     },
     onMailFrom(address, session, callback) {
@@ -99,6 +112,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       receiveMessage(stream, session, { writer, hostname: config.hostname, maxSize: config.maxSize, clock })
         .then(
           ({ queueId, size }) => {
+            metrics.accepted.inc();
+            metrics.acceptedBytes.inc(size);
             logger.info(
               { event: 'accepted', queueId, session: session.id, client: session.remoteAddress, user: session.user || null, size, recipients: session.envelope.rcptTo.length, ms: clock.now() - started },
               'accepted',
@@ -108,6 +123,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
           },
           (error: RelayError) => {
             if (!hasSmtpReply(error) || error.smtp.code !== 452) return callback(refuse(session, 'data', error));
+            metrics.rejection(error.code).inc();
             logger.error({ event: 'rejected', session: session.id, client: session.remoteAddress, stage: 'data', reason: error.code, err: error.cause }, error.message);
             callback(toSmtpServerError(error));
           },
@@ -126,6 +142,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const hooks = {
     onOpen(connection: SMTPConnection) {
       const address = connection.remoteAddress;
+      metrics.connections.inc();
       connections.set(connection.id, connection);
       perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
       const deadline = setTimeout(() => {
@@ -156,11 +173,26 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         resolve((server.server.address() as AddressInfo).port);
       });
     });
-  const ports = { submission: await listen(submission, config.port), smtps: smtps ? await listen(smtps, config.smtpsPort!) : null };
-  logger.info({ event: 'listening', host: config.host, ...ports, spool: layout.root, users: users.size }, 'mta-server listening');
+  // Before the SMTP ports: a taken metrics port fails the start before any mail is accepted.
+  const metricsServer = config.metrics
+    ? await startMetricsServer(registry, config.metrics, {
+        healthy: () => !closing,
+        onError: (error) => logger.warn({ event: 'metrics-error', err: error }, 'metrics endpoint error'),
+      })
+    : null;
+  if (config.metrics && !isLoopback(config.metrics.host)) logger.warn({ event: 'metrics-exposed', metrics: metricsServer!.address }, 'metrics served beyond loopback, without authentication');
+  let ports: RunningServer['ports'];
+  try {
+    ports = { submission: await listen(submission, config.port), smtps: smtps ? await listen(smtps, config.smtpsPort!) : null };
+  } catch (error) {
+    await metricsServer?.close();
+    throw error;
+  }
+  logger.info({ event: 'listening', host: config.host, ...ports, metrics: metricsServer?.address ?? null, spool: layout.root, users: users.size }, 'mta-server listening');
 
   return {
     ports,
+    metrics: metricsServer?.address ?? null,
     async reload() {
       const [tlsResult, usersResult] = await Promise.allSettled([loadTlsFiles(config.certFile, config.keyFile), users.reload()]);
       if (tlsResult.status === 'fulfilled') for (const server of servers) server.updateSecureContext(tlsResult.value);
@@ -175,6 +207,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
       for (const connection of connections.values()) if (!inData.has(connection.id)) connection.send(421, '4.3.2 Server shutting down');
       await Promise.all(stopped);
+      await metricsServer?.close();
       logger.info({ event: 'stopped' }, 'mta-server stopped');
     },
   };

@@ -2,7 +2,7 @@ import { mkdir, chmod } from 'node:fs/promises';
 import path from 'node:path';
 
 /** Directory names inside the spool; docs/spool.md describes what lives in each. */
-export const SPOOL_DIRS = ['tmp', 'data', 'incoming', 'deferred', 'active', 'corrupt'] as const;
+export const SPOOL_DIRS = ['tmp', 'data', 'incoming', 'deferred', 'held', 'active', 'corrupt'] as const;
 export type SpoolDir = (typeof SPOOL_DIRS)[number];
 
 export interface SpoolLayout {

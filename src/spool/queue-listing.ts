@@ -1,11 +1,24 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { access, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FINAL_STATES, parseEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 import { parseDeferredName, parseIncomingName } from './queue-store.js';
 
-/** Where a message is in its life: waiting for a first try, waiting for a retry, being delivered, set aside. */
-export type QueueState = 'incoming' | 'deferred' | 'active' | 'corrupt';
+/**
+ * Where a message is in its life: waiting for a first try, waiting for a retry, kept out of delivery by the
+ * operator, being delivered, set aside.
+ */
+export type QueueState = 'incoming' | 'deferred' | 'held' | 'active' | 'corrupt';
+
+/** One entry of the spool as found on disk: the file an admin action renames, and its envelope if readable. */
+export interface SpoolItem {
+  id: string;
+  state: QueueState;
+  /** Absolute path of the envelope, e.g. `deferred/<due>-<id>.json`. */
+  file: string;
+  /** null only for a corrupt/ entry that does not parse. */
+  envelope: Envelope | null;
+}
 
 export interface QueueEntry {
   id: string;
@@ -20,27 +33,89 @@ export interface QueueEntry {
 
 /** A snapshot of the spool for `mta-queue list`; read-only, so safe while mta-queue runs. */
 export async function listQueue(layout: SpoolLayout): Promise<QueueEntry[]> {
-  const files: { state: QueueState; file: string }[] = [];
-  for (const name of await readdir(layout.dir('incoming'))) if (parseIncomingName(name)) files.push({ state: 'incoming', file: path.join(layout.dir('incoming'), name) });
-  for (const name of await readdir(layout.dir('deferred'))) if (parseDeferredName(name)) files.push({ state: 'deferred', file: path.join(layout.dir('deferred'), name) });
-  for (const owner of await readdir(layout.dir('active'))) {
+  return (await scanQueue(layout)).map(describeItem).sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/**
+ * Every entry of incoming/, deferred/, held/, active/<pid>/ and corrupt/ with its envelope, read without changing
+ * anything. Names are listed first, envelopes read after, so an entry that moves while we look (claimed, deferred,
+ * finished) is missed or shown where it was; a queue entry that does not parse is left to mta-queue to set aside.
+ */
+export async function scanQueue(layout: SpoolLayout): Promise<SpoolItem[]> {
+  const files: { state: QueueState; file: string; id: string }[] = [];
+  for (const name of await entriesOf(layout.dir('incoming'))) {
+    const id = parseIncomingName(name);
+    if (id) files.push({ state: 'incoming', file: path.join(layout.dir('incoming'), name), id });
+  }
+  for (const name of await entriesOf(layout.dir('deferred'))) {
+    const entry = parseDeferredName(name);
+    if (entry) files.push({ state: 'deferred', file: path.join(layout.dir('deferred'), name), id: entry.id });
+  }
+  for (const name of await entriesOf(layout.dir('held'))) {
+    const id = parseIncomingName(name);
+    if (id) files.push({ state: 'held', file: path.join(layout.dir('held'), name), id });
+  }
+  for (const owner of await entriesOf(layout.dir('active'))) {
     const dir = path.join(layout.dir('active'), owner);
-    for (const name of await readdir(dir).catch(() => [])) if (parseIncomingName(name)) files.push({ state: 'active', file: path.join(dir, name) });
-  }
-  const entries: QueueEntry[] = [];
-  for (const { state, file } of files) {
-    let envelope: Envelope;
-    try {
-      envelope = parseEnvelope(await readFile(file, 'utf8'), file);
-    } catch {
-      continue; // moved or finished while we looked, or corrupt (mta-queue sets it aside)
+    for (const name of await readdir(dir).catch(() => [])) {
+      const id = parseIncomingName(name);
+      if (id) files.push({ state: 'active', file: path.join(dir, name), id });
     }
-    entries.push(describe(envelope, state));
   }
-  for (const name of await readdir(layout.dir('corrupt'))) {
-    if (name.endsWith('.json')) entries.push({ id: name.slice(0, -5), state: 'corrupt', sender: '', pending: [], attempts: 0, arrivedAt: 0, nextAttemptAt: null, lastError: 'unreadable entry' });
+  const items: SpoolItem[] = [];
+  for (const { state, file, id } of files) {
+    const envelope = await readEnvelope(file);
+    if (envelope) items.push({ id, state, file, envelope }); // else moved or finished while we looked, or corrupt
   }
-  return entries.sort((a, b) => a.id.localeCompare(b.id));
+  for (const name of await entriesOf(layout.dir('corrupt'))) {
+    if (name.endsWith('.json')) {
+      const file = path.join(layout.dir('corrupt'), name);
+      items.push({ id: name.slice(0, -5), state: 'corrupt', file, envelope: await readEnvelope(file) });
+    }
+  }
+  return items;
+}
+
+/** The one entry with this id, wherever it is; undefined when the spool has none. Reads no other envelope. */
+export async function findQueueItem(layout: SpoolLayout, id: string): Promise<SpoolItem | undefined> {
+  const name = `${id}.json`;
+  const candidates: { state: QueueState; file: string }[] = [
+    { state: 'incoming', file: path.join(layout.dir('incoming'), name) },
+    { state: 'held', file: path.join(layout.dir('held'), name) },
+  ];
+  for (const entry of await entriesOf(layout.dir('deferred'))) if (parseDeferredName(entry)?.id === id) candidates.push({ state: 'deferred', file: path.join(layout.dir('deferred'), entry) });
+  for (const owner of await entriesOf(layout.dir('active'))) candidates.push({ state: 'active', file: path.join(layout.dir('active'), owner, name) });
+  for (const { state, file } of candidates) {
+    const envelope = await readEnvelope(file);
+    if (envelope) return { id, state, file, envelope };
+  }
+  const corrupt = path.join(layout.dir('corrupt'), name);
+  if (await access(corrupt).then(() => true, () => false)) return { id, state: 'corrupt', file: corrupt, envelope: await readEnvelope(corrupt) };
+  return undefined;
+}
+
+async function readEnvelope(file: string): Promise<Envelope | null> {
+  try {
+    return parseEnvelope(await readFile(file, 'utf8'), file);
+  } catch {
+    return null;
+  }
+}
+
+/** A spool directory's names; none when it does not exist (held/ is missing from spools made before it). */
+async function entriesOf(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((name) => !name.startsWith('.'));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && path.basename(dir) === 'held') return [];
+    throw error;
+  }
+}
+
+/** The `list` line of an entry; a corrupt/ entry keeps what its envelope says when it still parses. */
+export function describeItem(item: SpoolItem): QueueEntry {
+  if (item.envelope) return item.state === 'corrupt' ? { ...describe(item.envelope, 'corrupt'), id: item.id, lastError: 'set aside in corrupt/' } : describe(item.envelope, item.state);
+  return { id: item.id, state: 'corrupt', sender: '', pending: [], attempts: 0, arrivedAt: 0, nextAttemptAt: null, lastError: 'unreadable entry' };
 }
 
 function describe(envelope: Envelope, state: QueueState): QueueEntry {

@@ -268,6 +268,16 @@ describe('mta-server connection limits', () => {
     for (const client of [second.client, other.client, again.client]) client.close();
   });
 
+  test('closed STARTTLS sessions free their slot too: more of them in a row than the cap all get in', async () => {
+    // smtp-server's STARTTLS strips the plain socket's listeners; a slot released on its 'close' leaked for good.
+    for (let session = 1; session <= 4; session++) {
+      const client = await loginOverStartTls(fixture.port, TEST_USER.name, TEST_USER.password, '127.0.1.4');
+      assert.equal((await client.command('QUIT')).code, 221, `session ${session}`);
+      await client.closed();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+
   test('a session that keeps talking is still cut off at the session time limit with 421 4.4.2', async () => {
     const { client } = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.1.3' });
     const started = Date.now();

@@ -1,0 +1,296 @@
+import { stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Option, type Command } from 'commander';
+import { pino } from 'pino';
+import { parseDuration, parsePositiveInteger } from '../config/units.js';
+import { ConfigError, RelayError } from '../shared/errors.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { FINAL_STATES } from '../spool/envelope.js';
+import { spoolLayout, type SpoolLayout } from '../spool/layout.js';
+import {
+  ADMIN_ACTIONS,
+  FILTER_STATES,
+  QueueAdmin,
+  checkBulkState,
+  formatReply,
+  hasCriteria,
+  judgeAction,
+  matchesFilter,
+  selectForAction,
+  type AdminAction,
+  type FilterState,
+  type QueueFilter,
+} from '../spool/queue-admin.js';
+import { isQueueId } from '../spool/queue-id.js';
+import { readHeaderBlock, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
+import { describeItem, findQueueItem, scanQueue, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
+import { envOption } from './run-cli.js';
+
+/**
+ * `mta-queue list | show | stats | flush | hold | release | delete`: queue administration, safe while the
+ * daemons run (src/spool/queue-admin.ts has the rules). Results for humans go to stdout; every message changed
+ * gets one JSON log line on stderr (event flushed, held, released or deleted), so stdout stays readable and the
+ * audit lines can be sent to the journal or a file on their own.
+ */
+
+/** An unknown id, or an action refused for the one message named: one line on stderr, exit 1. */
+class QueueAdminError extends RelayError {
+  readonly code = 'EQUEUEADMIN';
+}
+
+interface SpoolFlags {
+  spool?: string;
+}
+
+interface FilterFlags {
+  state?: string;
+  domain?: string;
+  sender?: string;
+  olderThan?: string;
+  reply?: string;
+}
+
+interface ActionFlags extends SpoolFlags, FilterFlags {
+  all?: boolean;
+  dryRun?: boolean;
+}
+
+const out = (text: string) => void process.stdout.write(text);
+
+// Selection flags read no MTA_* variable: an exported MTA_ALL or MTA_DOMAIN must never widen a delete.
+function addFilterOptions(command: Command, verb: string): Command {
+  return command
+    .addOption(new Option('--state <state>', `only messages in this state: ${FILTER_STATES.join(', ')}`))
+    .addOption(new Option('--domain <domain>', `only messages with a pending recipient at this domain`))
+    .addOption(new Option('--sender <address>', `only messages from this envelope sender (<> for bounces)`))
+    .addOption(new Option('--older-than <dur>', `only messages that arrived at least this long ago (30m, 2h, 5d)`))
+    .addOption(new Option('--reply <text>', `only messages where a pending recipient's last reply contains this text (any case)`))
+    .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
+    .addHelpText('after', `\nFilters combine (all must match). ${verb}`);
+}
+
+export function parseQueueFilter(flags: FilterFlags): QueueFilter {
+  const filter: QueueFilter = {};
+  if (flags.state !== undefined) {
+    const state = flags.state === 'corrupt' ? 'failed' : flags.state;
+    if (!(FILTER_STATES as readonly string[]).includes(state)) throw new ConfigError(`--state: "${flags.state}" is not one of ${FILTER_STATES.join(', ')}`);
+    filter.state = state as FilterState;
+  }
+  if (flags.domain !== undefined) {
+    const domain = flags.domain.trim().replace(/^@/, '');
+    if (domain === '' || domain.includes('@') || /\s/.test(domain)) throw new ConfigError(`--domain: "${flags.domain}" is not a domain`);
+    filter.domain = domain;
+  }
+  if (flags.sender !== undefined) filter.sender = flags.sender;
+  if (flags.olderThan !== undefined) filter.olderThan = parseDuration(flags.olderThan, '--older-than');
+  if (flags.reply !== undefined) {
+    if (flags.reply.trim() === '') throw new ConfigError('--reply must not be empty');
+    filter.reply = flags.reply;
+  }
+  return filter;
+}
+
+async function openSpool(flags: SpoolFlags): Promise<SpoolLayout> {
+  const root = flags.spool ?? '/var/mailqueue';
+  if (root === '') throw new ConfigError('--spool must not be empty');
+  const layout = spoolLayout(root);
+  try {
+    if (!(await stat(layout.dir('incoming'))).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new ConfigError(code === 'ENOENT' || code === 'ENOTDIR' ? `--spool: ${layout.root} is not a spool (no incoming/ directory)` : `--spool: ${layout.root}: ${code ?? (error as Error).message}`);
+  }
+  return layout;
+}
+
+function auditLogger(): Logger {
+  let operator: string;
+  try {
+    operator = os.userInfo().username;
+  } catch {
+    operator = `uid ${process.getuid?.() ?? '?'}`;
+  }
+  const sudoUser = process.env.SUDO_USER;
+  return createLogger({ level: 'info', destination: pino.destination({ dest: 2, sync: true }) }).child({ operator, ...(sudoUser && { sudoUser }) });
+}
+
+export function addQueueAdminCommands(program: Command): void {
+  addFilterOptions(
+    program
+      .command('list')
+      .description('one line per message: id, state, sender, pending recipients, attempts, next attempt, last error')
+      .option('--json', 'one JSON array instead of a table'),
+    'Without filters, every message.',
+  ).action(async (flags: SpoolFlags & FilterFlags & { json?: boolean }) => {
+    const filter = parseQueueFilter(flags);
+    const layout = await openSpool(flags);
+    const now = Date.now();
+    const entries = (await scanQueue(layout))
+      .filter((item) => matchesFilter(item, filter, now))
+      .map(describeItem)
+      .sort((a, b) => a.id.localeCompare(b.id));
+    out(flags.json ? JSON.stringify(entries, null, 2) + '\n' : formatTable(entries));
+  });
+
+  program
+    .command('show')
+    .description("one message: its envelope, each recipient's state and last reply, and the message's header block")
+    .argument('<id>', 'queue id')
+    .option('--json', 'one JSON object instead of text')
+    .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
+    .action(async (id: string, flags: SpoolFlags & { json?: boolean }) => {
+      if (!isQueueId(id)) throw new ConfigError(`"${id}" is not a queue id (20 characters 0-9a-z)`);
+      const layout = await openSpool(flags);
+      const item = await findQueueItem(layout, id);
+      if (!item) throw new QueueAdminError(`${id}: no such message in the spool`);
+      let headers: HeaderBlock | null = null;
+      for (const file of messageFiles(layout, item)) if ((headers = await readHeaderBlock(file))) break;
+      const file = path.relative(layout.root, item.file);
+      out(flags.json ? JSON.stringify({ id, state: describeItem(item).state, file, envelope: item.envelope, headers: headers?.text ?? null, headersTruncated: headers?.truncated ?? false }, null, 2) + '\n' : formatShow(item, file, headers));
+    });
+
+  program
+    .command('stats')
+    .description('messages by state, the oldest one, and the destination domains with the most deferred recipients')
+    .option('--json', 'one JSON object instead of text')
+    .addOption(new Option('--top <n>', 'how many domains to list [10]'))
+    .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
+    .action(async (flags: SpoolFlags & { json?: boolean; top?: string }) => {
+      const top = parsePositiveInteger(flags.top ?? '10', '--top', 10_000);
+      const layout = await openSpool(flags);
+      const stats = queueStats(await scanQueue(layout), Date.now(), top);
+      out(flags.json ? JSON.stringify(stats, null, 2) + '\n' : formatStats(stats, top));
+    });
+
+  const actions: Record<AdminAction, string> = {
+    flush: 'make deferred messages due now (deferred/ → incoming/); a running mta-queue delivers them at once',
+    hold: 'keep queued messages (incoming/, deferred/) out of delivery until released (→ held/)',
+    release: 'give held messages back to delivery, due now (held/ → incoming/)',
+    delete: 'remove queued, held or failed messages from the spool; never one being delivered',
+  };
+  for (const [action, description] of Object.entries(actions) as [AdminAction, string][]) {
+    addFilterOptions(
+      program
+        .command(action)
+        .description(description)
+        .argument('[id]', 'one message by queue id, instead of filters')
+        .option('--all', 'every message the command applies to (needed when no id and no filter is given)')
+        .option('--dry-run', 'print which messages would be touched, touch nothing'),
+      `Without an id, a filter or --all is required.`,
+    ).action((id: string | undefined, flags: ActionFlags) => runAction(action, id, flags));
+  }
+}
+
+async function runAction(action: AdminAction, id: string | undefined, flags: ActionFlags): Promise<void> {
+  const filter = parseQueueFilter(flags);
+  const done = ADMIN_ACTIONS[action].event;
+  if (id !== undefined) {
+    if (!isQueueId(id)) throw new ConfigError(`"${id}" is not a queue id (20 characters 0-9a-z)`);
+    if (hasCriteria(filter) || flags.all) throw new ConfigError(`${action}: give an id or filters, not both`);
+  } else {
+    if (!hasCriteria(filter) && !flags.all) throw new ConfigError(`${action}: no id and no filter; add --all to ${action} every message it applies to`);
+    checkBulkState(action, filter.state);
+  }
+  const layout = await openSpool(flags);
+  let change: SpoolItem[];
+  let skipped: { item: SpoolItem; reason: string }[];
+  if (id !== undefined) {
+    const item = await findQueueItem(layout, id);
+    if (!item) throw new QueueAdminError(`${id}: no such message in the spool`);
+    const verdict = judgeAction(action, item);
+    if (verdict.kind === 'unchanged') return out(`${id}: ${verdict.reason}, nothing to do\n`);
+    if (verdict.kind === 'refused') throw new QueueAdminError(`${id}: not ${done}: ${verdict.reason}`);
+    [change, skipped] = [[item], []];
+  } else {
+    ({ change, refused: skipped } = selectForAction(await scanQueue(layout), action, filter, Date.now()));
+  }
+  if (flags.dryRun) {
+    for (const item of change) out(`would ${action} ${item.id} (${describeItem(item).state})\n`);
+    for (const { item, reason } of skipped) out(`would skip ${item.id}: ${reason}\n`);
+    return out(`dry run: ${change.length} message(s) would be ${done}, ${skipped.length} skipped; nothing changed\n`);
+  }
+  const admin = new QueueAdmin(layout, auditLogger());
+  const changed: SpoolItem[] = [];
+  try {
+    for (const item of change) {
+      const result = await admin.apply(action, item);
+      if (result.done) changed.push(item);
+      else skipped.push({ item, reason: result.reason });
+    }
+  } finally {
+    await admin.sync();
+  }
+  if (id !== undefined) {
+    if (skipped[0]) throw new QueueAdminError(`${id}: not ${done}: ${skipped[0].reason}`);
+    return out(`${done} ${id} (was ${describeItem(changed[0]!).state})\n`);
+  }
+  for (const { item, reason } of skipped) out(`skipped ${item.id}: ${reason}\n`);
+  out(`${done} ${changed.length} message(s)${skipped.length ? `, skipped ${skipped.length}` : ''}\n`);
+}
+
+const isoTime = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));
+
+function formatTable(entries: QueueEntry[]): string {
+  const lines = entries.map((entry) =>
+    [entry.id, entry.state, entry.sender || '<>', entry.pending.join(',') || '-', String(entry.attempts), isoTime(entry.nextAttemptAt), entry.lastError ?? '-'].join('\t'),
+  );
+  return ['ID\tSTATE\tSENDER\tPENDING\tATTEMPTS\tNEXT\tLAST ERROR', ...lines, `${entries.length} message(s)`].join('\n') + '\n';
+}
+
+/** 93784000 → `1d 2h 3m`; seconds only under a minute. */
+export function formatAge(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  const parts: [number, string][] = [
+    [Math.floor(seconds / 86_400), 'd'],
+    [Math.floor((seconds % 86_400) / 3600), 'h'],
+    [Math.floor((seconds % 3600) / 60), 'm'],
+  ];
+  return parts.filter(([value]) => value > 0).map(([value, unit]) => `${value}${unit}`).join(' ');
+}
+
+function formatShow(item: SpoolItem, file: string, headers: HeaderBlock | null): string {
+  const lines: string[] = [];
+  const field = (name: string, value: string) => lines.push(`${name.padEnd(11)}${value}`);
+  const state = describeItem(item).state;
+  const envelope = item.envelope;
+  field('id', item.id);
+  field('state', state === 'deferred' && envelope ? `deferred, next attempt ${isoTime(envelope.nextAttemptAt)}` : state);
+  field('file', file);
+  if (!envelope) {
+    lines.push('envelope   unreadable (left in corrupt/ by mta-queue)');
+  } else {
+    field('sender', envelope.sender || '<>');
+    field('arrived', `${isoTime(envelope.arrivedAt)} (${formatAge(Date.now() - envelope.arrivedAt)} ago)`);
+    field('size', `${envelope.size} bytes, ${envelope.bodyType}${envelope.smtpUtf8 ? ', SMTPUTF8' : ''}`);
+    field('user', envelope.user ?? '-');
+    const client = envelope.client;
+    field('client', `${client.address}${client.hostname ? ` (${client.hostname})` : ''}, helo ${client.helo ?? '-'}, ${client.tls ? `${client.tls.version} ${client.tls.cipher}` : 'no TLS'}`);
+    if (envelope.bounceOf) field('bounce of', envelope.bounceOf);
+    const pending = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state)).length;
+    lines.push(`recipients ${envelope.recipients.length}, ${pending} pending`);
+    for (const recipient of envelope.recipients) {
+      const reply = recipient.lastReply ? formatReply(recipient.lastReply) : 'no reply yet';
+      const via = recipient.remoteMta ? ` (${recipient.remoteMta})` : '';
+      lines.push(`  ${recipient.address}\t${recipient.state}\tattempts ${recipient.attempts}\tlast ${isoTime(recipient.lastAttemptAt)}\t${reply}${via}`);
+    }
+  }
+  if (!headers) {
+    lines.push('headers    message file missing');
+  } else {
+    lines.push(`headers${headers.truncated ? ' (first 64 KiB only)' : ''}`);
+    for (const line of headers.text.split('\r\n')) lines.push(`  ${line}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function formatStats(stats: QueueStats, top: number): string {
+  const lines = FILTER_STATES.map((state) => `${state.padEnd(10)}${stats.counts[state]}`);
+  lines.push(`${'total'.padEnd(10)}${stats.total}`);
+  lines.push(`${'oldest'.padEnd(10)}${stats.oldest ? `${stats.oldest.id} (${stats.oldest.state}), arrived ${isoTime(stats.oldest.arrivedAt)}, ${formatAge(stats.oldest.ageMs)} ago` : '-'}`);
+  lines.push(`deferred recipients by domain (top ${top}):`);
+  for (const { domain, recipients, messages } of stats.deferredDomains) lines.push(`  ${domain}\t${recipients} recipient(s) in ${messages} message(s)`);
+  if (stats.deferredDomains.length === 0) lines.push('  -');
+  return lines.join('\n') + '\n';
+}

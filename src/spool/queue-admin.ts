@@ -1,0 +1,216 @@
+import { mkdir, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { ConfigError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { DirectorySync, removeIfPresent } from './durable.js';
+import { FINAL_STATES, type Envelope, type RecordedReply } from './envelope.js';
+import type { SpoolLayout } from './layout.js';
+import { queueIdTime } from './queue-id.js';
+import { findQueueItem, type QueueState, type SpoolItem } from './queue-listing.js';
+
+/**
+ * Queue administration (Postfix's postqueue/postsuper): select messages by a filter, then flush, hold, release
+ * or delete them while mta-queue runs. Every change is one rename out of the place the message was seen in,
+ * so it races a delivery claim the way two mta-queue processes race each other (docs/spool.md): exactly one
+ * rename wins, and the loser gets ENOENT. A message in active/ is never touched.
+ */
+
+/** The states an operator names (`--state`); `failed` is what `list` shows as `corrupt`: entries in corrupt/. */
+export const FILTER_STATES = ['incoming', 'deferred', 'held', 'active', 'failed'] as const;
+export type FilterState = (typeof FILTER_STATES)[number];
+
+export function filterStateOf(state: QueueState): FilterState {
+  return state === 'corrupt' ? 'failed' : state;
+}
+
+/** Every criterion given must hold (AND); an empty filter matches everything. */
+export interface QueueFilter {
+  state?: FilterState;
+  /** A pending recipient is at this domain (exact, case-insensitive). */
+  domain?: string;
+  /** The envelope sender (case-insensitive); '' or '<>' is the null sender. */
+  sender?: string;
+  /** Arrived at least this many milliseconds ago. */
+  olderThan?: number;
+  /** A substring (case-insensitive) of a pending recipient's last reply, as `list` prints it: `451 4.3.0 text`. */
+  reply?: string;
+}
+
+export function hasCriteria(filter: QueueFilter): boolean {
+  return Object.values(filter).some((value) => value !== undefined);
+}
+
+export function formatReply(reply: RecordedReply): string {
+  return [reply.code, reply.enhanced, reply.text].filter((part) => part !== null).join(' ');
+}
+
+function domainOf(address: string): string {
+  return address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+}
+
+function normalSender(sender: string): string {
+  return sender.trim().replace(/^<(.*)>$/, '$1').toLowerCase();
+}
+
+/** Whether an entry matches; pure, so the table in test/spool/queue-admin.test.ts pins every criterion. */
+export function matchesFilter(item: Pick<SpoolItem, 'id' | 'state' | 'envelope'>, filter: QueueFilter, now: number): boolean {
+  if (filter.state !== undefined && filterStateOf(item.state) !== filter.state) return false;
+  const envelope: Envelope | null = item.envelope;
+  const pending = envelope ? envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state)) : [];
+  if (filter.domain !== undefined) {
+    const domain = filter.domain.replace(/^@/, '').toLowerCase();
+    if (!pending.some((recipient) => domainOf(recipient.address) === domain)) return false;
+  }
+  if (filter.sender !== undefined && (!envelope || normalSender(envelope.sender) !== normalSender(filter.sender))) return false;
+  if (filter.olderThan !== undefined) {
+    // An unreadable corrupt/ entry still has its arrival time in its id.
+    const arrivedAt = envelope?.arrivedAt ?? queueIdTime(item.id);
+    if (!(now - arrivedAt >= filter.olderThan)) return false;
+  }
+  if (filter.reply !== undefined) {
+    const needle = filter.reply.toLowerCase();
+    if (!pending.some((recipient) => recipient.lastReply !== null && formatReply(recipient.lastReply).toLowerCase().includes(needle))) return false;
+  }
+  return true;
+}
+
+export type AdminAction = 'flush' | 'hold' | 'release' | 'delete';
+export type AdminEvent = 'flushed' | 'held' | 'released' | 'deleted';
+
+interface ActionRule {
+  event: AdminEvent;
+  /** States the action takes a message out of. */
+  from: readonly QueueState[];
+  /** States in which the message already is what the action would make it (a no-op, not an error). */
+  already: Partial<Record<QueueState, string>>;
+  /** What a filter selects in bulk: `from`, plus active/ messages to report as skipped where that matters. */
+  bulk: readonly FilterState[];
+}
+
+export const ADMIN_ACTIONS: Readonly<Record<AdminAction, ActionRule>> = {
+  flush: { event: 'flushed', from: ['deferred'], already: { incoming: 'already due' }, bulk: ['deferred', 'active'] },
+  hold: { event: 'held', from: ['incoming', 'deferred'], already: { held: 'already held' }, bulk: ['incoming', 'deferred', 'active'] },
+  release: { event: 'released', from: ['held'], already: {}, bulk: ['held'] },
+  delete: { event: 'deleted', from: ['incoming', 'deferred', 'held', 'corrupt'], already: {}, bulk: ['incoming', 'deferred', 'held', 'failed', 'active'] },
+};
+
+export type Verdict = { kind: 'change' } | { kind: 'unchanged'; reason: string } | { kind: 'refused'; reason: string };
+
+/** What `action` does to a message where it is now. */
+export function judgeAction(action: AdminAction, item: Pick<SpoolItem, 'state' | 'file'>): Verdict {
+  const rule = ADMIN_ACTIONS[action];
+  if (rule.from.includes(item.state)) return { kind: 'change' };
+  const already = rule.already[item.state];
+  if (already) return { kind: 'unchanged', reason: already };
+  return { kind: 'refused', reason: refusal(item) };
+}
+
+function refusal(item: Pick<SpoolItem, 'state' | 'file'>): string {
+  switch (item.state) {
+    case 'active':
+      return `being delivered right now (claimed by mta-queue pid ${path.basename(path.dirname(item.file))})`;
+    case 'held':
+      return 'held: release it first';
+    case 'corrupt':
+      return 'failed: set aside in corrupt/';
+    default:
+      return `not held (${item.state})`;
+  }
+}
+
+/** `--state` in a bulk command must name something the command acts on (or reports), else it is a usage error. */
+export function checkBulkState(action: AdminAction, state: FilterState | undefined): void {
+  const allowed = ADMIN_ACTIONS[action].bulk;
+  if (state !== undefined && !allowed.includes(state)) throw new ConfigError(`--state ${state}: ${action} acts on ${allowed.filter((s) => s !== 'active').join(', ')} messages`);
+}
+
+export interface Selection {
+  change: SpoolItem[];
+  refused: { item: SpoolItem; reason: string }[];
+}
+
+/** The messages a bulk command touches, and the matching ones it must leave alone (being delivered). */
+export function selectForAction(items: readonly SpoolItem[], action: AdminAction, filter: QueueFilter, now: number): Selection {
+  const selection: Selection = { change: [], refused: [] };
+  for (const item of items) {
+    if (!ADMIN_ACTIONS[action].bulk.includes(filterStateOf(item.state)) || !matchesFilter(item, filter, now)) continue;
+    const verdict = judgeAction(action, item);
+    if (verdict.kind === 'change') selection.change.push(item);
+    else if (verdict.kind === 'refused') selection.refused.push({ item, reason: verdict.reason });
+  }
+  return selection;
+}
+
+export type ApplyResult = { done: true } | { done: false; reason: string };
+
+/**
+ * The renames. `flush` and `release` move the envelope to incoming/<id>.json, where mta-queue's watch sees it
+ * at once; a stale deferred/ name it still has in memory then fails to claim with ENOENT and is skipped.
+ * `hold` moves it to held/<id>.json, which delivery never reads. `delete` first renames it to tmp/<id>.deleting
+ * (after which no claim can reach it), then unlinks the message file and the envelope.
+ */
+export class QueueAdmin {
+  private readonly touched = new Set<string>();
+
+  constructor(
+    readonly layout: SpoolLayout,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Applies the action to the entry at `item.file`; when that file moved meanwhile, says where it went. */
+  async apply(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
+    const verdict = judgeAction(action, item);
+    if (verdict.kind !== 'change') return { done: false, reason: verdict.reason }; // active/ is never touched
+    const target = await this.targetOf(action, item);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await rename(item.file, target);
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        const now = await findQueueItem(this.layout, item.id);
+        // Back where we saw it (a claim given back at shutdown): try once more; a second ENOENT is no race.
+        if (now?.file === item.file && attempt === 1) continue;
+        if (now?.file === item.file) throw error;
+        return { done: false, reason: whereItWent(now) };
+      }
+    }
+    this.touched.add(path.dirname(item.file));
+    this.touched.add(path.dirname(target));
+    if (action === 'delete') {
+      await removeIfPresent(this.layout.messagePath(item.id));
+      if (item.state === 'corrupt') await removeIfPresent(path.join(this.layout.dir('corrupt'), `${item.id}.eml`));
+      await unlink(target);
+    }
+    const envelope = item.envelope;
+    const pending = envelope?.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state)).map((recipient) => recipient.address) ?? [];
+    const event = ADMIN_ACTIONS[action].event;
+    const details = event === 'deleted' ? { sender: envelope?.sender ?? null, recipients: pending } : {};
+    this.logger.info({ event, queueId: item.id, from: filterStateOf(item.state), ...details }, `message ${event} by the operator`);
+    return { done: true };
+  }
+
+  /** Makes the renames durable: one fsync per directory that gained or lost an entry. */
+  async sync(): Promise<void> {
+    await Promise.all([...this.touched].map((dir) => new DirectorySync(dir).sync()));
+    this.touched.clear();
+  }
+
+  private async targetOf(action: AdminAction, item: SpoolItem): Promise<string> {
+    switch (action) {
+      case 'hold':
+        await mkdir(this.layout.dir('held'), { recursive: true, mode: 0o700 }); // a spool made before held/ existed
+        return path.join(this.layout.dir('held'), `${item.id}.json`);
+      case 'delete':
+        return path.join(this.layout.dir('tmp'), `${item.id}.deleting`);
+      default:
+        return path.join(this.layout.dir('incoming'), `${item.id}.json`);
+    }
+  }
+}
+
+function whereItWent(item: SpoolItem | undefined): string {
+  if (!item) return 'no longer in the queue (delivered or removed meanwhile)';
+  if (item.state === 'active') return `claimed for delivery meanwhile: ${refusal(item)}`;
+  return `moved to ${filterStateOf(item.state)} meanwhile; run the command again`;
+}

@@ -1,0 +1,86 @@
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import type { SpoolLayout } from './layout.js';
+import { filterStateOf, type FilterState } from './queue-admin.js';
+import type { SpoolItem } from './queue-listing.js';
+
+/** `mta-queue show` reads at most this much of a message: its header block, never the body. */
+export const HEADER_READ_LIMIT = 64 * 1024;
+const READ_CHUNK = 8 * 1024;
+
+export interface HeaderBlock {
+  /** The header lines, CRLF-separated, without the blank line that ends them. */
+  text: string;
+  /** The block was longer than the read limit: `text` is its beginning only. */
+  truncated: boolean;
+}
+
+/**
+ * The header block of a spooled message, read in small chunks up to the blank line (the spool holds CRLF line
+ * endings only) and never past `limit`: a 25 MB message costs one or two reads. null when the file is missing.
+ */
+export async function readHeaderBlock(file: string, limit = HEADER_READ_LIMIT): Promise<HeaderBlock | null> {
+  let handle;
+  try {
+    handle = await open(file, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+  try {
+    let read = Buffer.alloc(0);
+    while (read.length < limit) {
+      const chunk = Buffer.alloc(Math.min(READ_CHUNK, limit - read.length));
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, read.length);
+      if (bytesRead === 0) return { text: read.toString('utf8').replace(/\r\n$/, ''), truncated: false };
+      // Search from 3 bytes back: the CRLFCRLF may straddle two chunks.
+      const from = Math.max(0, read.length - 3);
+      read = Buffer.concat([read, chunk.subarray(0, bytesRead)]);
+      const end = read.indexOf('\r\n\r\n', from);
+      if (end >= 0) return { text: read.subarray(0, end).toString('utf8'), truncated: false };
+    }
+    return { text: read.toString('utf8'), truncated: true };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Where a message's bytes are: data/<id>.eml, or next to its envelope in corrupt/ once set aside. */
+export function messageFiles(layout: SpoolLayout, item: Pick<SpoolItem, 'id' | 'state'>): string[] {
+  const data = layout.messagePath(item.id);
+  return item.state === 'corrupt' ? [path.join(layout.dir('corrupt'), `${item.id}.eml`), data] : [data];
+}
+
+export interface QueueStats {
+  counts: Record<FilterState, number>;
+  total: number;
+  /** The message waiting longest (incoming, deferred, held or active; corrupt/ is out of the queue). */
+  oldest: { id: string; state: FilterState; arrivedAt: number; ageMs: number } | null;
+  /** Recipients in state `deferred`, by domain, most first. */
+  deferredDomains: { domain: string; recipients: number; messages: number }[];
+}
+
+export function queueStats(items: readonly SpoolItem[], now: number, top = 10): QueueStats {
+  const counts: Record<FilterState, number> = { incoming: 0, deferred: 0, held: 0, active: 0, failed: 0 };
+  let oldest: QueueStats['oldest'] = null;
+  const domains = new Map<string, { recipients: number; messages: Set<string> }>();
+  for (const item of items) {
+    const state = filterStateOf(item.state);
+    counts[state]++;
+    if (!item.envelope || state === 'failed') continue;
+    if (!oldest || item.envelope.arrivedAt < oldest.arrivedAt) oldest = { id: item.id, state, arrivedAt: item.envelope.arrivedAt, ageMs: now - item.envelope.arrivedAt };
+    for (const recipient of item.envelope.recipients) {
+      if (recipient.state !== 'deferred') continue;
+      const domain = recipient.address.slice(recipient.address.lastIndexOf('@') + 1).toLowerCase();
+      const entry = domains.get(domain) ?? { recipients: 0, messages: new Set<string>() };
+      entry.recipients++;
+      entry.messages.add(item.id);
+      domains.set(domain, entry);
+    }
+  }
+  const deferredDomains = [...domains]
+    .map(([domain, entry]) => ({ domain, recipients: entry.recipients, messages: entry.messages.size }))
+    .sort((a, b) => b.recipients - a.recipients || a.domain.localeCompare(b.domain))
+    .slice(0, top);
+  return { counts, total: items.length, oldest, deferredDomains };
+}
