@@ -120,7 +120,10 @@ export class MxTransport {
     const accepted = result.response ? replyFromText(result.response) : null;
     for (const address of result.accepted) outcomes.set(address, { verdict: classifySmtpReply(accepted!.code!, accepted!.enhanced), reply: accepted! });
     for (const { address, error } of result.refused) outcomes.set(address, classifyDeliveryError(error));
-    if (await session.reset()) this.putIdle(session);
+    // The end of DATA closes the transaction (RFC 5321 §4.1.1.4): RSET, a round trip per message, is needed
+    // only when the transaction stopped before it (MAIL or every RCPT refused).
+    const reusable = result.response !== null ? session.usable : await session.reset();
+    if (reusable) this.putIdle(session);
     else session.close();
     return { outcomes, mx: target.host, ip: target.ip, tls: session.tls };
   }

@@ -12,6 +12,7 @@ import { queueIdTime } from '../spool/queue-id.js';
 import { deferredName, QueueStore, type Candidate, type Claim, type DeferredEntry } from '../spool/queue-store.js';
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
 import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
+import { CachingResolver } from './dns-cache.js';
 import { DueIndex } from './due-index.js';
 import { MxTransport } from './mx-transport.js';
 import type { DnsResolver } from './resolve-mx.js';
@@ -28,6 +29,8 @@ export interface QueueDeps {
   metrics?: Registry;
 }
 
+/** How long DNS answers are reused; short, since node's resolver gives no TTL for MX records. */
+const DNS_CACHE_MS = 60_000;
 /** How often the deferred/ index is re-read, to see what other mta-queue processes deferred. */
 const DEFERRED_RESCAN_MS = 60_000;
 /**
@@ -57,6 +60,7 @@ export class QueueRunner {
   private scanTimer: NodeJS.Timeout | undefined;
   private deferredDuringRescan: DeferredEntry[] | undefined;
   private scanning: Promise<void> | undefined;
+  private scanAgain: Promise<void> | undefined;
   private stopping = false;
   private idleWaiters: (() => void)[] = [];
   private readonly registry: Registry;
@@ -79,7 +83,7 @@ export class QueueRunner {
       writer: new MessageWriter(layout),
       layout,
       transport: new MxTransport({
-        resolver: deps.resolver,
+        resolver: new CachingResolver(deps.resolver, DNS_CACHE_MS, () => this.clock.now()),
         port: config.smtpPort,
         ehloName: config.hostname,
         maxConnectionsPerDestination: config.maxConnectionsPerDestination,
@@ -197,11 +201,22 @@ export class QueueRunner {
   }
 
   private scanIncoming(): Promise<void> {
-    // One scan at a time; a burst of file events while scanning costs one more scan, not one each.
-    this.scanning ??= (async () => {
+    // One scan at a time; requests while one runs share a single follow-up scan, so nothing that arrived
+    // during the listing waits for the next poll.
+    if (this.scanning) {
+      this.scanAgain ??= this.scanning.then(() => {
+        this.scanAgain = undefined;
+        return this.scanIncoming();
+      });
+      return this.scanAgain;
+    }
+    this.scanning = (async () => {
       try {
         const { entries, stray } = await this.store.listIncoming();
-        for (const entry of entries) this.enqueue({ dir: 'incoming', ...entry });
+        // Processes sharing a spool read the same listing; each starts at its own point in it, so they do
+        // not race for the same entries one after another (a lost race is a wasted rename).
+        const start = entries.length ? (this.deps.pid * 7919) % entries.length : 0;
+        for (let i = 0; i < entries.length; i++) this.enqueue({ dir: 'incoming', ...entries[(start + i) % entries.length]! });
         for (const name of stray) {
           await this.store.quarantine('incoming', name);
           this.deps.logger.error({ event: 'corrupt', file: `incoming/${name}`, reason: 'not a queue entry name' }, 'stray file moved to corrupt/');

@@ -1,0 +1,119 @@
+import { parseArgs } from 'node:util';
+
+export const DELIVERY_SCENARIOS = ['drain', 'postfix', 'deferred', 'literal'] as const;
+/** What runs without --scenarios: `literal` is a diagnostic, asked for by name. */
+const DEFAULT_SCENARIOS = ['drain', 'postfix', 'deferred'];
+export type DeliveryScenario = (typeof DELIVERY_SCENARIOS)[number];
+export const SINK_KINDS = ['auto', 'smtp-sink', 'node'] as const;
+export type SinkKind = (typeof SINK_KINDS)[number];
+
+export interface DeliveryBenchOptions {
+  messages: number;
+  runs: number;
+  processes: number[];
+  concurrency: number;
+  /** --max-connections-per-destination for mta-queue; null leaves mta-queue's own default. */
+  perDestination: number | null;
+  size: number;
+  timeLimitMs: number;
+  scenarios: Set<DeliveryScenario>;
+  sink: SinkKind;
+  deferred: number;
+  idleSeconds: number;
+  latencyMessages: number;
+  latencyTargetMs: number;
+  postfixLog: boolean;
+  cpuProfDir: string | null;
+  /** A checkout whose dist/cli/mta-queue.js is measured (another build, for before/after); null: this repo. */
+  mtaRoot: string | null;
+  json: boolean;
+}
+
+export const DELIVERY_USAGE = `Usage: npm run bench:delivery -- [options]
+
+  --messages N          messages each drain delivers [20000]
+  --runs N              repeat every drain N times; msgs/s is the median [1]
+  --processes LIST      mta-queue process counts to measure, all on one spool [1,2]
+  --concurrency N       mta-queue --concurrency per process; also Postfix's destination concurrency limit [20]
+  --per-destination N   mta-queue --max-connections-per-destination; "default" leaves mta-queue's own [= --concurrency]
+  --size BYTES          message size [5000]
+  --time-limit SEC      longest one drain may take; it then stops and says so [300]
+  --scenarios LIST      any of ${DELIVERY_SCENARIOS.join(',')} [${DEFAULT_SCENARIOS.join(',')}]
+                          drain     mta-queue drains N spooled messages to the sink MX
+                          postfix   a private Postfix instance drains N held messages to the same sink (needs root)
+                          deferred  one mta-queue with --deferred messages due in 1 h: start-up, idle CPU, latency
+                          literal   one mta-queue drains N messages to b@[127.0.0.2]: no DNS look-ups (like Postfix's
+                                    [relayhost]), to see what DNS costs
+  --sink KIND           auto (smtp-sink if installed, else node), smtp-sink or node [auto]
+  --deferred N          deferred messages in the deferred scenario [100000]
+  --idle-seconds SEC    how long idle CPU is measured in the deferred scenario [10]
+  --latency-messages N  new messages put in one at a time while the daemon idles [5]
+  --postfix-log         let the Postfix instance log to a file (maillog_file; off by default, like --log-level warn)
+  --cpu-prof DIR        run the drain's mta-queue processes with node --cpu-prof, profiles written to DIR
+  --mta-root DIR        measure DIR/dist/cli/mta-queue.js (another checkout, built) instead of this repo's
+  --json                print the results as JSON on stdout (progress still goes to stderr)
+  -h, --help            this text
+`;
+
+export class DeliveryUsageError extends Error {}
+
+export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      messages: { type: 'string' },
+      runs: { type: 'string' },
+      processes: { type: 'string' },
+      concurrency: { type: 'string' },
+      'per-destination': { type: 'string' },
+      size: { type: 'string' },
+      'time-limit': { type: 'string' },
+      scenarios: { type: 'string' },
+      sink: { type: 'string' },
+      deferred: { type: 'string' },
+      'idle-seconds': { type: 'string' },
+      'latency-messages': { type: 'string' },
+      'postfix-log': { type: 'boolean' },
+      'cpu-prof': { type: 'string' },
+      'mta-root': { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) return 'help';
+  const concurrency = integer(values.concurrency ?? '20', '--concurrency', 1, 1000);
+  const scenarios = new Set((values.scenarios ?? DEFAULT_SCENARIOS.join(',')).split(',').map((name) => name.trim()));
+  for (const name of scenarios) {
+    if (!(DELIVERY_SCENARIOS as readonly string[]).includes(name)) throw new DeliveryUsageError(`--scenarios: unknown "${name}" (use ${DELIVERY_SCENARIOS.join(', ')})`);
+  }
+  const sink = values.sink ?? 'auto';
+  if (!(SINK_KINDS as readonly string[]).includes(sink)) throw new DeliveryUsageError(`--sink: "${sink}" is not one of ${SINK_KINDS.join(', ')}`);
+  const perDestination = values['per-destination'] ?? String(concurrency);
+  const size = integer(values.size ?? '5000', '--size', 300, 10 * 1024 * 1024);
+  return {
+    messages: integer(values.messages ?? '20000', '--messages', 1, 1_000_000),
+    runs: integer(values.runs ?? '1', '--runs', 1, 20),
+    processes: (values.processes ?? '1,2').split(',').map((text) => integer(text, '--processes', 1, 16)),
+    concurrency,
+    perDestination: perDestination === 'default' ? null : integer(perDestination, '--per-destination', 1, 1000),
+    size,
+    timeLimitMs: integer(values['time-limit'] ?? '300', '--time-limit', 1, 3600) * 1000,
+    scenarios: scenarios as Set<DeliveryScenario>,
+    sink: sink as SinkKind,
+    deferred: integer(values.deferred ?? '100000', '--deferred', 0, 2_000_000),
+    idleSeconds: integer(values['idle-seconds'] ?? '10', '--idle-seconds', 1, 600),
+    latencyMessages: integer(values['latency-messages'] ?? '5', '--latency-messages', 1, 100),
+    latencyTargetMs: 2000,
+    postfixLog: values['postfix-log'] ?? false,
+    cpuProfDir: values['cpu-prof'] ?? null,
+    mtaRoot: values['mta-root'] ?? null,
+    json: values.json ?? false,
+  };
+}
+
+function integer(text: string, flag: string, min: number, max: number): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) throw new DeliveryUsageError(`${flag}: "${text}" is not a whole number from ${min} to ${max}`);
+  return value;
+}
