@@ -2,10 +2,20 @@ import net from 'node:net';
 import { ConfigError } from '../shared/errors.js';
 import type { LogFileOptions } from '../shared/logger.js';
 import type { MetricsAddress } from '../shared/metrics.js';
-import { parsePort, parsePositiveInteger, parseSize } from './units.js';
+import { LOG_LEVELS } from '../shared/logger.js';
+import { parseDuration, parsePort, parsePositiveInteger, parseSize } from './units.js';
 
-/** Log file and metrics flags, the same for both daemons. */
+/** A flag value that must be one of a few words. */
+export function oneOf<T extends string>(text: string, allowed: readonly T[], what: string): T {
+  if (!(allowed as readonly string[]).includes(text)) throw new ConfigError(`${what}: "${text}" is not one of ${allowed.join(', ')}`);
+  return text as T;
+}
+
+/** Logging, metrics and shutdown flags, the same for both daemons. */
 export const OBSERVABILITY_FLAG_DEFAULTS = {
+  shutdownTimeout: '30s',
+  logLevel: 'info',
+  logFormat: 'json',
   logFile: undefined,
   logRotate: 'size',
   logMaxSize: '100m',
@@ -14,6 +24,10 @@ export const OBSERVABILITY_FLAG_DEFAULTS = {
 } as const;
 
 export interface ObservabilityConfig {
+  /** On SIGTERM, how long sessions in DATA (mta-server) or deliveries in flight (mta-queue) may take to finish. */
+  shutdownTimeout: number;
+  logLevel: string;
+  logFormat: 'json' | 'pretty';
   /** null: JSON lines on stdout (journald). */
   logFile: LogFileOptions | null;
   /** null: no metrics endpoint. */
@@ -22,8 +36,9 @@ export interface ObservabilityConfig {
 
 type Name = keyof typeof OBSERVABILITY_FLAG_DEFAULTS;
 
-export function resolveObservability(value: (name: Name) => string | undefined, logFormat: 'json' | 'pretty'): ObservabilityConfig {
+export function resolveObservability(value: (name: Name) => string | undefined): ObservabilityConfig {
   const text = (name: Name) => value(name) ?? OBSERVABILITY_FLAG_DEFAULTS[name] ?? '';
+  const logFormat = oneOf(text('logFormat'), ['json', 'pretty'] as const, '--log-format');
   const file = text('logFile');
   if (file && logFormat === 'pretty') throw new ConfigError('--log-format pretty is for a terminal; use json (the default) with --log-file');
   const rotate = text('logRotate');
@@ -31,6 +46,9 @@ export function resolveObservability(value: (name: Name) => string | undefined, 
   const maxSize = parseSize(text('logMaxSize'), '--log-max-size');
   const keep = parsePositiveInteger(text('logKeep'), '--log-keep', 10_000);
   return {
+    shutdownTimeout: parseDuration(text('shutdownTimeout'), '--shutdown-timeout'),
+    logLevel: oneOf(text('logLevel'), LOG_LEVELS, '--log-level'),
+    logFormat,
     logFile: file ? { path: file, maxSize: rotate === 'daily' ? null : maxSize, daily: rotate !== 'size', keep } : null,
     metrics: parseMetricsAddress(text('metrics')),
   };

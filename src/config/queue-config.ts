@@ -1,8 +1,6 @@
 import { ConfigError } from '../shared/errors.js';
-import { LOG_LEVELS } from '../shared/logger.js';
 import { parseRetrySchedule } from '../delivery/retry-policy.js';
 import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
-import { oneOf } from './server-config.js';
 import { parseDuration, parsePort, parsePositiveInteger } from './units.js';
 
 export interface QueueConfig extends ObservabilityConfig {
@@ -18,10 +16,6 @@ export interface QueueConfig extends ObservabilityConfig {
   /** Fallback scan of incoming/ for when file-system events are missed (network filesystems, overflow). */
   pollInterval: number;
   connectTimeout: number;
-  /** On SIGTERM, how long deliveries in flight may take before the process exits (their claims are recovered). */
-  shutdownTimeout: number;
-  logLevel: string;
-  logFormat: 'json' | 'pretty';
 }
 
 export type QueueFlags = Record<keyof typeof QUEUE_FLAG_DEFAULTS, string | undefined>;
@@ -37,9 +31,6 @@ export const QUEUE_FLAG_DEFAULTS = {
   maxConnectionsPerDestination: '10',
   pollInterval: '1s',
   connectTimeout: '30s',
-  shutdownTimeout: '30s',
-  logLevel: 'info',
-  logFormat: 'json',
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
@@ -49,7 +40,6 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
   const smtpPort = parsePort(value('smtpPort'), '--smtp-port');
   if (smtpPort === 0) throw new ConfigError('--smtp-port: 0 is not a port to connect to');
   if (value('spool') === '') throw new ConfigError('--spool must not be empty');
-  const logFormat = oneOf(value('logFormat'), ['json', 'pretty'] as const, '--log-format');
   return {
     spool: value('spool'),
     concurrency: parsePositiveInteger(value('concurrency'), '--concurrency', 10_000),
@@ -61,10 +51,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     maxConnectionsPerDestination: parsePositiveInteger(value('maxConnectionsPerDestination'), '--max-connections-per-destination', 1000),
     pollInterval: parseDuration(value('pollInterval'), '--poll-interval'),
     connectTimeout: parseDuration(value('connectTimeout'), '--connect-timeout'),
-    shutdownTimeout: parseDuration(value('shutdownTimeout'), '--shutdown-timeout'),
-    logLevel: oneOf(value('logLevel'), LOG_LEVELS, '--log-level'),
-    logFormat,
-    ...resolveObservability(value, logFormat),
+    ...resolveObservability(value),
   };
 }
 

@@ -1,6 +1,5 @@
 import type net from 'node:net';
 import { ConfigError } from '../shared/errors.js';
-import { LOG_LEVELS } from '../shared/logger.js';
 import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
 import { parseDuration, parseNetworks, parsePort, parsePositiveInteger, parseSize } from './units.js';
 
@@ -20,10 +19,6 @@ export interface ServerConfig extends ObservabilityConfig {
   /** Whole-session deadline: a client that trickles commands cannot hold a slot forever. */
   sessionTimeLimit: number;
   idleTimeout: number;
-  /** How long SIGTERM waits for sessions in DATA before cutting them off. */
-  shutdownTimeout: number;
-  logLevel: string;
-  logFormat: 'json' | 'pretty';
 }
 
 /** Flag values as commander hands them over (flag, else MTA_* variable, else default). */
@@ -44,9 +39,6 @@ export const SERVER_FLAG_DEFAULTS = {
   maxConnectionsPerIp: '50',
   sessionTimeLimit: '30m',
   idleTimeout: '5m',
-  shutdownTimeout: '30s',
-  logLevel: 'info',
-  logFormat: 'json',
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
@@ -59,7 +51,6 @@ export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname
   };
   const smtpsPort = value('smtpsPort');
   const trusted = value('trustedNetworks');
-  const logFormat = oneOf(required('logFormat'), ['json', 'pretty'] as const, '--log-format');
   return {
     host: required('host'),
     port: parsePort(required('port'), '--port'),
@@ -75,16 +66,8 @@ export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname
     maxConnectionsPerIp: parsePositiveInteger(required('maxConnectionsPerIp'), '--max-connections-per-ip'),
     sessionTimeLimit: parseDuration(required('sessionTimeLimit'), '--session-time-limit'),
     idleTimeout: parseDuration(required('idleTimeout'), '--idle-timeout'),
-    shutdownTimeout: parseDuration(required('shutdownTimeout'), '--shutdown-timeout'),
-    logLevel: oneOf(required('logLevel'), LOG_LEVELS, '--log-level'),
-    logFormat,
-    ...resolveObservability(value, logFormat),
+    ...resolveObservability(value),
   };
-}
-
-export function oneOf<T extends string>(text: string, allowed: readonly T[], what: string): T {
-  if (!(allowed as readonly string[]).includes(text)) throw new ConfigError(`${what}: "${text}" is not one of ${allowed.join(', ')}`);
-  return text as T;
 }
 
 export function kebab(name: string): string {
