@@ -2,11 +2,6 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger, openLogFile, type LogFileOptions, type Logger } from '../shared/logger.js';
 
-// File I/O and fsync run on libuv's thread pool, 4 threads by default. Each message costs several fs calls and
-// two fdatasyncs; with more threads, the fsyncs of concurrent sessions reach the kernel together and share
-// journal commits instead of queueing four at a time. Set before the pool starts (on its first use).
-process.env.UV_THREADPOOL_SIZE ??= '32';
-
 /** Exit statuses of shared/design/cli.md. */
 export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
 

@@ -6,8 +6,12 @@ import { DirectorySync, createPrivateFile, removeIfPresent } from './durable.js'
 import { serializeEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 
-/** Chunks are gathered up to this many bytes before one writev, so a 5 KB message costs one write. */
-const WRITE_BATCH_BYTES = 256 * 1024;
+/**
+ * Chunks are gathered up to this many bytes before one writev, so a 5 KB message costs one write. Larger
+ * batches saved nothing measurable and cost memory: 50 sessions sending 10 MB each peaked at ~150 MB RSS
+ * with 256 KiB, ~115 MB with 64 KiB.
+ */
+const WRITE_BATCH_BYTES = 64 * 1024;
 
 /**
  * Puts new messages into the spool. A message becomes part of the queue when its envelope appears in
