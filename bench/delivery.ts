@@ -17,7 +17,7 @@ import { describeEnvironment, type Environment } from './lib/environment.js';
 import { BENCH_RECIPIENT, BENCH_SENDER, buildMessage, dataPayload } from './lib/message.js';
 import { MtaQueueProcess } from './lib/mta-queue-process.js';
 import { runPlainLoad } from './lib/plain-load.js';
-import { detectPostfix } from './lib/postfix-instance.js';
+import { detectPostfix } from './lib/private-postfix.js';
 import { PostfixRelay } from './lib/postfix-relay.js';
 import { freePort, machineBusyMs, machineBusyPercent, readCpuMs, readMachineCpu, type CpuSnapshot } from './lib/proc.js';
 import { hasSmtpSink, startSink, type SinkMx } from './lib/sink-mx.js';
@@ -389,19 +389,12 @@ async function measureMtaDrain(
     }
     const left = await spoolCounts(layout);
     if (left.corrupt > 0) errors.push(`${left.corrupt} entries moved to corrupt/`);
-    const elapsedMs = ended - started;
     return {
       system: 'mta-queue',
       addressing,
       processes,
       run,
-      requested: options.messages,
-      delivered,
-      fillMs,
-      elapsedMs,
-      msgsPerSec: (delivered / elapsedMs) * 1000,
-      firstDeliveryMs: first === null ? null : first - started,
-      steadyMsgsPerSec: first !== null && reached.at !== null && delivered > 1 ? ((delivered - 1) / (reached.at - first)) * 1000 : null,
+      ...drainTiming(options.messages, delivered, fillMs, started, ended, first, reached.at),
       ...shares,
       dnsQueriesPerMsg: delivered > 0 ? dnsQueries / delivered : null,
       timedOut: reached.timedOut,
@@ -469,24 +462,39 @@ async function measurePostfixDrain(options: DeliveryBenchOptions, sink: SinkMx, 
   const systemCpu = (await relay.cpuMs()) - systemBefore;
   const shares = await cpuShares(sink, cpuBefore, started, systemCpu, delivered);
   const first = await Promise.race([firstAt, Promise.resolve(null)]);
-  const elapsedMs = ended - started;
   if (reached.error && delivered === 0) throw new Error(errors.join('; '));
   return {
     system: 'postfix',
     addressing: 'literal',
     processes: 0,
     run,
-    requested: options.messages,
+    ...drainTiming(options.messages, delivered, fillMs, started, ended, first, reached.at),
+    ...shares,
+    dnsQueriesPerMsg: null,
+    timedOut: reached.timedOut,
+    errors,
+  };
+}
+
+/** A drain's counts and times: `started` → `ended` overall, first → last arrival (`reachedAt`) for the steady rate. */
+function drainTiming(
+  requested: number,
+  delivered: number,
+  fillMs: number,
+  started: number,
+  ended: number,
+  first: number | null,
+  reachedAt: number | null,
+): Pick<Drain, 'requested' | 'delivered' | 'fillMs' | 'elapsedMs' | 'msgsPerSec' | 'firstDeliveryMs' | 'steadyMsgsPerSec'> {
+  const elapsedMs = ended - started;
+  return {
+    requested,
     delivered,
     fillMs,
     elapsedMs,
     msgsPerSec: (delivered / elapsedMs) * 1000,
     firstDeliveryMs: first === null ? null : first - started,
-    steadyMsgsPerSec: first !== null && reached.at !== null && delivered > 1 ? ((delivered - 1) / (reached.at - first)) * 1000 : null,
-    ...shares,
-    dnsQueriesPerMsg: null,
-    timedOut: reached.timedOut,
-    errors,
+    steadyMsgsPerSec: first !== null && reachedAt !== null && delivered > 1 ? ((delivered - 1) / (reachedAt - first)) * 1000 : null,
   };
 }
 

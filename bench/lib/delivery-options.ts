@@ -1,4 +1,7 @@
-import { parseArgs } from 'node:util';
+import { integer, parseFlags, scenarioSet, UsageError } from './options.js';
+
+/** The same class as intake's UsageError: thrown for a bad command line (message only, no stack). */
+export { UsageError as DeliveryUsageError } from './options.js';
 
 export const DELIVERY_SCENARIOS = ['drain', 'postfix', 'deferred', 'literal'] as const;
 /** What runs without --scenarios: `literal` is a diagnostic, asked for by name. */
@@ -55,40 +58,17 @@ export const DELIVERY_USAGE = `Usage: npm run bench:delivery -- [options]
   -h, --help            this text
 `;
 
-export class DeliveryUsageError extends Error {}
-
 export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'help' {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      messages: { type: 'string' },
-      runs: { type: 'string' },
-      processes: { type: 'string' },
-      concurrency: { type: 'string' },
-      'per-destination': { type: 'string' },
-      size: { type: 'string' },
-      'time-limit': { type: 'string' },
-      scenarios: { type: 'string' },
-      sink: { type: 'string' },
-      deferred: { type: 'string' },
-      'idle-seconds': { type: 'string' },
-      'latency-messages': { type: 'string' },
-      'postfix-log': { type: 'boolean' },
-      'cpu-prof': { type: 'string' },
-      'mta-root': { type: 'string' },
-      json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  });
+  const values = parseFlags(
+    argv,
+    ['messages', 'runs', 'processes', 'concurrency', 'per-destination', 'size', 'time-limit', 'scenarios', 'sink', 'deferred', 'idle-seconds', 'latency-messages', 'cpu-prof', 'mta-root'],
+    ['postfix-log', 'json'],
+  );
   if (values.help) return 'help';
   const concurrency = integer(values.concurrency ?? '20', '--concurrency', 1, 1000);
-  const scenarios = new Set((values.scenarios ?? DEFAULT_SCENARIOS.join(',')).split(',').map((name) => name.trim()));
-  for (const name of scenarios) {
-    if (!(DELIVERY_SCENARIOS as readonly string[]).includes(name)) throw new DeliveryUsageError(`--scenarios: unknown "${name}" (use ${DELIVERY_SCENARIOS.join(', ')})`);
-  }
+  const scenarios = scenarioSet(values.scenarios ?? DEFAULT_SCENARIOS.join(','), DELIVERY_SCENARIOS);
   const sink = values.sink ?? 'auto';
-  if (!(SINK_KINDS as readonly string[]).includes(sink)) throw new DeliveryUsageError(`--sink: "${sink}" is not one of ${SINK_KINDS.join(', ')}`);
+  if (!(SINK_KINDS as readonly string[]).includes(sink)) throw new UsageError(`--sink: "${sink}" is not one of ${SINK_KINDS.join(', ')}`);
   const perDestination = values['per-destination'] ?? String(concurrency);
   const size = integer(values.size ?? '5000', '--size', 300, 10 * 1024 * 1024);
   return {
@@ -99,7 +79,7 @@ export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'he
     perDestination: perDestination === 'default' ? null : integer(perDestination, '--per-destination', 1, 1000),
     size,
     timeLimitMs: integer(values['time-limit'] ?? '300', '--time-limit', 1, 3600) * 1000,
-    scenarios: scenarios as Set<DeliveryScenario>,
+    scenarios,
     sink: sink as SinkKind,
     deferred: integer(values.deferred ?? '100000', '--deferred', 0, 2_000_000),
     idleSeconds: integer(values['idle-seconds'] ?? '10', '--idle-seconds', 1, 600),
@@ -110,10 +90,4 @@ export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'he
     mtaRoot: values['mta-root'] ?? null,
     json: values.json ?? false,
   };
-}
-
-function integer(text: string, flag: string, min: number, max: number): number {
-  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
-  if (!Number.isSafeInteger(value) || value < min || value > max) throw new DeliveryUsageError(`${flag}: "${text}" is not a whole number from ${min} to ${max}`);
-  return value;
 }

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import nodemailer from 'nodemailer';
 import { BENCH_RECIPIENT, BENCH_SENDER } from './message.js';
-import { summarizeErrors, type LoadResult } from './plain-load.js';
+import { loadResult, type LoadResult } from './plain-load.js';
 
 export interface NodemailerLoadOptions {
   port: number;
@@ -71,16 +71,7 @@ export async function runNodemailerLoad(options: NodemailerLoadOptions): Promise
     const latencies: number[] = [];
     const started = performance.now();
     const timedOut = await drive(options.messages, started + options.timeLimitMs, latencies);
-    const elapsedMs = performance.now() - started;
-    return {
-      sent: latencies.length,
-      requested: options.messages,
-      elapsedMs,
-      msgsPerSec: (latencies.length / elapsedMs) * 1000,
-      latenciesMs: latencies,
-      errors: summarizeErrors(errors),
-      timedOut,
-    };
+    return loadResult(options.messages, latencies, performance.now() - started, errors, timedOut);
   } finally {
     transport.close();
   }

@@ -50,32 +50,11 @@ export const USAGE = `Usage: npm run bench:intake -- [options]
 export class UsageError extends Error {}
 
 export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      messages: { type: 'string' },
-      sessions: { type: 'string' },
-      runs: { type: 'string' },
-      size: { type: 'string' },
-      warmup: { type: 'string' },
-      'time-limit': { type: 'string' },
-      scenarios: { type: 'string' },
-      retries: { type: 'string' },
-      'max-others': { type: 'string' },
-      'rss-sessions': { type: 'string' },
-      'rss-size': { type: 'string' },
-      'cpu-prof': { type: 'string' },
-      'mta-root': { type: 'string' },
-      json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  });
+  const values = parseFlags(argv, ['messages', 'sessions', 'runs', 'size', 'warmup', 'time-limit', 'scenarios', 'retries', 'max-others', 'rss-sessions', 'rss-size', 'cpu-prof', 'mta-root'], ['json']);
   if (values.help) return 'help';
   const messages = integer(values.messages ?? '5000', '--messages', 1, 10_000_000);
   const sessions = (values.sessions ?? '1,10,50').split(',').map((text) => integer(text, '--sessions', 1, 1000));
-  const scenarios = new Set((values.scenarios ?? SCENARIOS.join(',')).split(',').map((name) => name.trim()));
-  for (const name of scenarios) if (!(SCENARIOS as readonly string[]).includes(name)) throw new UsageError(`--scenarios: unknown "${name}" (use ${SCENARIOS.join(', ')})`);
+  const scenarios = scenarioSet(values.scenarios ?? SCENARIOS.join(','), SCENARIOS);
   return {
     messages,
     sessions,
@@ -83,7 +62,7 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
     size: size(values.size ?? '5000', '--size'),
     warmup: integer(values.warmup ?? '2000', '--warmup', 0, 10_000_000),
     timeLimitMs: integer(values['time-limit'] ?? '300', '--time-limit', 1, 86_400) * 1000,
-    scenarios: scenarios as Set<Scenario>,
+    scenarios,
     retries: integer(values.retries ?? '1', '--retries', 0, 10),
     maxOthersPercent: integer(values['max-others'] ?? '25', '--max-others', 1, 10_000),
     rssSessions: integer(values['rss-sessions'] ?? '50', '--rss-sessions', 1, 1000),
@@ -94,7 +73,27 @@ export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
   };
 }
 
-function integer(text: string, flag: string, min: number, max: number): number {
+/**
+ * `--name VALUE` flags (`strings`), `--name` switches (`booleans`) and -h/--help, strictly: an unknown flag
+ * throws. Shared by both benchmarks' command lines.
+ */
+export function parseFlags<S extends string, B extends string>(argv: string[], strings: readonly S[], booleans: readonly B[]): { [K in S]?: string } & { [K in B | 'help']?: boolean } {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
+  for (const name of strings) options[name] = { type: 'string' };
+  for (const name of booleans) options[name] = { type: 'boolean' };
+  options.help = { type: 'boolean', short: 'h' };
+  return parseArgs({ args: argv, options, strict: true }).values as { [K in S]?: string } & { [K in B | 'help']?: boolean };
+}
+
+/** The comma-separated LIST of --scenarios, every name one of `known`. */
+export function scenarioSet<T extends string>(text: string, known: readonly T[]): Set<T> {
+  const scenarios = new Set(text.split(',').map((name) => name.trim()));
+  for (const name of scenarios) if (!(known as readonly string[]).includes(name)) throw new UsageError(`--scenarios: unknown "${name}" (use ${known.join(', ')})`);
+  return scenarios as Set<T>;
+}
+
+/** A whole number from `min` to `max`, given as `flag`'s value. */
+export function integer(text: string, flag: string, min: number, max: number): number {
   const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
   if (!Number.isSafeInteger(value) || value < min || value > max) throw new UsageError(`${flag}: "${text}" is not a whole number from ${min} to ${max}`);
   return value;

@@ -61,9 +61,14 @@ export async function runPlainLoad(options: PlainLoadOptions): Promise<LoadResul
   );
   const elapsedMs = performance.now() - started;
   await Promise.all(clients.map((client) => client.quit()));
+  return loadResult(options.messages, latencies, elapsedMs, errors, timedOut);
+}
+
+/** The result of a run that sent one message per entry of `latencies` in `elapsedMs`. */
+export function loadResult(requested: number, latencies: number[], elapsedMs: number, errors: string[], timedOut: boolean): LoadResult {
   return {
     sent: latencies.length,
-    requested: options.messages,
+    requested,
     elapsedMs,
     msgsPerSec: (latencies.length / elapsedMs) * 1000,
     latenciesMs: latencies,

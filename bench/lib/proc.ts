@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -65,6 +66,18 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/** Alive and not a zombie (state Z or X in /proc/PID/stat). Synchronous: a tiny /proc read in bounded polls. */
+export function isRunning(pid: number): boolean {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  const state = text.slice(text.lastIndexOf(')') + 2).split(' ')[0];
+  return state !== 'Z' && state !== 'X';
+}
+
 /** Whole-machine CPU: busy share of all cores between two readings of /proc/stat. */
 export interface CpuSnapshot {
   busy: number;
@@ -92,10 +105,15 @@ export function machineBusyMs(before: CpuSnapshot, after: CpuSnapshot): number {
 
 /** A loopback port nobody listens on right now (the kernel picks it). */
 export function freePort(): Promise<number> {
+  return freePortOn('127.0.0.1');
+}
+
+/** A port free on `host` right now (every 127.x address is loopback; 127.0.0.1's free ports say nothing for .2). */
+export function freePortOn(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, host, () => {
       const { port } = server.address() as net.AddressInfo;
       server.close(() => resolve(port));
     });
@@ -108,15 +126,16 @@ export async function waitForPort(port: number, timeoutMs: number, gone: () => s
   for (;;) {
     const reason = gone();
     if (reason) throw new Error(reason);
-    if (await canConnect(port)) return;
+    if (await canConnect('127.0.0.1', port)) return;
     if (Date.now() > deadline) throw new Error(`nothing accepted connections on 127.0.0.1:${port} within ${timeoutMs} ms`);
     await sleep(50);
   }
 }
 
-function canConnect(port: number): Promise<boolean> {
+/** Whether something accepts a TCP connection on host:port right now (1 s connect timeout). */
+export function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
+    const socket = net.connect({ host, port });
     const done = (ok: boolean) => {
       socket.destroy();
       resolve(ok);

@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
-import { readCpuMs } from './proc.js';
+import { canConnect, freePortOn, readCpuMs } from './proc.js';
 
 export const SMTP_SINK = '/usr/sbin/smtp-sink';
 
@@ -36,18 +35,6 @@ export async function hasSmtpSink(): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** A port free on `host` right now (every 127.x address is loopback; 127.0.0.1's free ports say nothing for .2). */
-export function freePortOn(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 class Counter {
@@ -195,17 +182,4 @@ async function startNodeSink(host: string): Promise<SinkMx> {
     exitReason: null,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
-}
-
-function canConnect(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
 }
