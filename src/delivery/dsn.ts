@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { readMessageHead } from '../spool/header-block.js';
 import { foldLines } from 'nodemailer/lib/mime-funcs';
 import MimeNode from 'nodemailer/lib/mime-node';
 import { formatRfc5322Date } from '../intake/received-header.js';
@@ -154,28 +154,10 @@ function ascii(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?');
 }
 
-/**
- * The header block of a spooled .eml: everything before the first empty line, each line with its CRLF (the spool
- * is CRLF-normalized at intake). Reads at most `limit` bytes, usually one small read, never the whole body; a block
- * longer than that is cut at a line end.
- */
+/** The original header block for the DSN's text/rfc822-headers part: whole lines only, at most `limit` bytes. */
 export async function readHeaderBlock(emlPath: string, limit = 256 * 1024): Promise<Buffer> {
-  const file = await open(emlPath, 'r');
-  try {
-    let data = Buffer.alloc(0);
-    while (data.length < limit) {
-      const chunk = Buffer.alloc(Math.min(16 * 1024, limit - data.length));
-      const { bytesRead } = await file.read(chunk, 0, chunk.length, data.length);
-      if (bytesRead === 0) return data;
-      const searchFrom = Math.max(0, data.length - 3);
-      data = Buffer.concat([data, chunk.subarray(0, bytesRead)]);
-      if (data.subarray(0, 2).toString('latin1') === CRLF) return Buffer.alloc(0);
-      const blank = data.indexOf('\r\n\r\n', searchFrom);
-      if (blank >= 0) return data.subarray(0, blank + 2);
-    }
-    const lastLineEnd = data.lastIndexOf(CRLF);
-    return data.subarray(0, lastLineEnd < 0 ? 0 : lastLineEnd + 2);
-  } finally {
-    await file.close();
-  }
+  const head = await readMessageHead(emlPath, limit);
+  if (head.complete) return head.bytes;
+  const lastLineEnd = head.bytes.lastIndexOf(CRLF);
+  return head.bytes.subarray(0, lastLineEnd < 0 ? 0 : lastLineEnd + 2);
 }

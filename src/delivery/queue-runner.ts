@@ -310,8 +310,12 @@ export class QueueRunner {
       return;
     }
     if (claim && (error as NodeJS.ErrnoException).code === 'ENOENT' && (error as NodeJS.ErrnoException).path === this.store.layout.messagePath(claim.id)) {
-      await this.store.moveToCorrupt(claim).catch(() => undefined);
-      log.error({ event: 'corrupt', queueId: candidate.id, reason: 'message file missing' }, 'envelope without its message moved to corrupt/');
+      try {
+        await this.store.moveToCorrupt(claim);
+        log.error({ event: 'corrupt', queueId: candidate.id, reason: 'message file missing' }, 'envelope without its message moved to corrupt/');
+      } catch (moveError) {
+        log.error({ event: 'spool-error', queueId: claim.id, err: moveError }, 'envelope without its message could not be moved aside; the claim is recovered at the next start');
+      }
       return;
     }
     log.error({ event: 'delivery-error', queueId: candidate.id, err: error }, 'delivery failed on our side; will retry');

@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { readMessageHead } from './header-block.js';
 import path from 'node:path';
 import type { SpoolLayout } from './layout.js';
 import { filterStateOf, type FilterState } from './queue-admin.js';
@@ -6,7 +6,6 @@ import type { SpoolItem } from './queue-listing.js';
 
 /** `mta-queue show` reads at most this much of a message: its header block, never the body. */
 export const HEADER_READ_LIMIT = 64 * 1024;
-const READ_CHUNK = 8 * 1024;
 
 export interface HeaderBlock {
   /** The header lines, CRLF-separated, without the blank line that ends them. */
@@ -15,33 +14,14 @@ export interface HeaderBlock {
   truncated: boolean;
 }
 
-/**
- * The header block of a spooled message, read in small chunks up to the blank line (the spool holds CRLF line
- * endings only) and never past `limit`: a 25 MB message costs one or two reads. null when the file is missing.
- */
+/** The header block as `show` prints it; null when the file is missing. */
 export async function readHeaderBlock(file: string, limit = HEADER_READ_LIMIT): Promise<HeaderBlock | null> {
-  let handle;
   try {
-    handle = await open(file, 'r');
+    const head = await readMessageHead(file, limit);
+    return { text: head.bytes.toString('utf8').replace(/\r\n$/, ''), truncated: !head.complete };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
-  }
-  try {
-    let read = Buffer.alloc(0);
-    while (read.length < limit) {
-      const chunk = Buffer.alloc(Math.min(READ_CHUNK, limit - read.length));
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, read.length);
-      if (bytesRead === 0) return { text: read.toString('utf8').replace(/\r\n$/, ''), truncated: false };
-      // Search from 3 bytes back: the CRLFCRLF may straddle two chunks.
-      const from = Math.max(0, read.length - 3);
-      read = Buffer.concat([read, chunk.subarray(0, bytesRead)]);
-      const end = read.indexOf('\r\n\r\n', from);
-      if (end >= 0) return { text: read.subarray(0, end).toString('utf8'), truncated: false };
-    }
-    return { text: read.toString('utf8'), truncated: true };
-  } finally {
-    await handle.close();
   }
 }
 

@@ -31,10 +31,6 @@ export interface QueueEntry {
   lastError: string | null;
 }
 
-/** A snapshot of the spool for `mta-queue list`; read-only, so safe while mta-queue runs. */
-export async function listQueue(layout: SpoolLayout): Promise<QueueEntry[]> {
-  return (await scanQueue(layout)).map(describeItem).sort((a, b) => a.id.localeCompare(b.id));
-}
 
 /**
  * Every entry of incoming/, deferred/, held/, active/<pid>/ and corrupt/ with its envelope, read without changing
