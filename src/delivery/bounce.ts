@@ -1,14 +1,13 @@
 import type { Clock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import { newRecipient, type Envelope, type RecipientRecord } from '../spool/envelope.js';
-import type { SpoolLayout } from '../spool/layout.js';
+import type { MessageSource } from '../spool/message-source.js';
 import type { MessageWriter } from '../spool/message-writer.js';
 import { newQueueId } from '../spool/queue-id.js';
 import { buildDsn, readHeaderBlock } from './dsn.js';
 
 export interface BounceContext {
   writer: MessageWriter;
-  layout: SpoolLayout;
   hostname: string;
   clock: Clock;
   logger: Logger;
@@ -19,14 +18,14 @@ export interface BounceContext {
  * message from `<>`; it is durable before the original leaves the spool, so a crash can duplicate a bounce
  * but never lose one. Mail from `<>` (bounces themselves) never bounces: no loops.
  */
-export async function queueBounce(envelope: Envelope, failed: RecipientRecord[], context: BounceContext): Promise<void> {
+export async function queueBounce(envelope: Envelope, original: MessageSource, failed: RecipientRecord[], context: BounceContext): Promise<void> {
   if (envelope.sender === '' || envelope.bounceOf !== null) {
     context.logger.info({ event: 'bounce-suppressed', queueId: envelope.id, failed: failed.length }, 'no DSN for a message from <>');
     return;
   }
   const now = context.clock.now();
   const dsnId = newQueueId(now);
-  const originalHeaders = await readHeaderBlock(context.layout.messagePath(envelope.id));
+  const originalHeaders = await readHeaderBlock(original);
   const dsn = await buildDsn({ reportingMta: context.hostname, envelope, failed, originalHeaders, now: new Date(now), dsnId });
   const draft = await context.writer.create(dsnId);
   try {

@@ -1,10 +1,9 @@
-import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import type { Clock } from '../shared/clock.js';
 import { groupBy } from '../shared/collections.js';
 import type { Logger } from '../shared/logger.js';
 import { domainOf } from '../intake/address-syntax.js';
 import { FINAL_STATES, type Envelope, type RecipientRecord, type RecipientState } from '../spool/envelope.js';
+import { readSource, streamSource, type MessageSource } from '../spool/message-source.js';
 import type { Claim, QueueStore } from '../spool/queue-store.js';
 import { queueBounce, type BounceContext } from './bounce.js';
 import type { DeliveryMetrics } from './delivery-metrics.js';
@@ -33,7 +32,7 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
   const started = context.clock.now();
   const due = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state));
   const attempt = Math.max(0, ...due.map((recipient) => recipient.attempts)) + 1;
-  const message = await outgoingMessage(envelope, context.store.layout.messagePath(envelope.id));
+  const message = await outgoingMessage(envelope, claim.source);
   const byDomain = groupBy(due, (recipient) => domainOf(recipient.address));
   const attempts = await Promise.all(
     [...byDomain].map(async ([domain, recipients]) => {
@@ -57,7 +56,7 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
     if (failed.length > 0) {
       // Final states first: a crash before the unlink then repeats at most the DSN, never the deliveries.
       await context.store.save(claim, envelope);
-      await queueBounce(envelope, failed, context);
+      await queueBounce(envelope, claim.source, failed, context);
     }
     await context.store.complete(claim);
     context.logger.info({ event: 'completed', queueId: envelope.id, ...countStates(envelope.recipients) }, 'message completed');
@@ -86,13 +85,13 @@ function stateFor(outcome: RecipientOutcome, retryAt: number | null): RecipientS
   return retryAt === null ? 'expired' : 'deferred';
 }
 
-async function outgoingMessage(envelope: Envelope, messagePath: string): Promise<OutgoingMessage> {
+async function outgoingMessage(envelope: Envelope, source: MessageSource): Promise<OutgoingMessage> {
   const needsSmtpUtf8 = envelope.smtpUtf8 || /[^\x00-\x7f]/.test(envelope.sender + envelope.recipients.map((r) => r.address).join(''));
-  if (envelope.size <= BUFFERED_BODY_LIMIT) {
-    const buffer = await readFile(messagePath);
+  if (source.bytes || envelope.size <= BUFFERED_BODY_LIMIT) {
+    const buffer = await readSource(source);
     return { sender: envelope.sender, needsSmtpUtf8, body: () => buffer };
   }
-  return { sender: envelope.sender, needsSmtpUtf8, body: () => createReadStream(messagePath) };
+  return { sender: envelope.sender, needsSmtpUtf8, body: () => streamSource(source) };
 }
 
 function logAttempt(logger: Logger, queueId: string, domain: string, recipients: RecipientRecord[], attempt: DomainAttempt, attemptNumber: number, ms: number): void {

@@ -1,4 +1,5 @@
 import { readMessageHead } from '../spool/header-block.js';
+import type { MessageSource } from '../spool/message-source.js';
 import { foldLines } from 'nodemailer/lib/mime-funcs';
 import MimeNode from 'nodemailer/lib/mime-node';
 import { formatRfc5322Date } from '../intake/received-header.js';
@@ -155,8 +156,8 @@ function ascii(text: string): string {
 }
 
 /** The original header block for the DSN's text/rfc822-headers part: whole lines only, at most `limit` bytes. */
-export async function readHeaderBlock(emlPath: string, limit = 256 * 1024): Promise<Buffer> {
-  const head = await readMessageHead(emlPath, limit);
+export async function readHeaderBlock(message: string | MessageSource, limit = 256 * 1024): Promise<Buffer> {
+  const head = await readMessageHead(message, limit);
   if (head.complete) return head.bytes;
   const lastLineEnd = head.bytes.lastIndexOf(CRLF);
   return head.bytes.subarray(0, lastLineEnd < 0 ? 0 : lastLineEnd + 2);

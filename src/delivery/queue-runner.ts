@@ -9,7 +9,7 @@ import { isLoopback, startMetricsServer, type MetricsServer } from '../shared/me
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
 import { MessageWriter } from '../spool/message-writer.js';
 import { queueIdTime } from '../spool/queue-id.js';
-import { deferredName, QueueStore, type Candidate, type Claim, type DeferredEntry } from '../spool/queue-store.js';
+import { deferredName, isBatchName, QueueStore, type Candidate, type Claim, type ClaimedFile, type ClaimedMessage, type DeferredEntry } from '../spool/queue-store.js';
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
 import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
 import { CachingResolver } from './dns-cache.js';
@@ -51,6 +51,8 @@ export class QueueRunner {
   private readonly clock: Clock;
   private readonly due = new DueIndex();
   private readonly ready = new Fifo<Candidate>();
+  /** Messages of claimed batches waiting for a delivery slot; they go before anything not yet claimed. */
+  private readonly claimedReady = new Fifo<ClaimedMessage>();
   private readonly known = new Set<string>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly claims = new Map<string, Claim>();
@@ -81,7 +83,6 @@ export class QueueRunner {
     this.context = {
       store: this.store,
       writer: new MessageWriter(layout),
-      layout,
       transport: new MxTransport({
         resolver: new CachingResolver(deps.resolver, DNS_CACHE_MS, () => this.clock.now()),
         port: config.smtpPort,
@@ -129,14 +130,15 @@ export class QueueRunner {
     for (;;) {
       await this.scanIncoming();
       this.pump();
-      if (this.ready.length === 0 && this.inFlight.size === 0) return;
+      if (this.ready.length === 0 && this.claimedReady.length === 0 && this.inFlight.size === 0) return;
       await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
   }
 
   /**
-   * Stops claiming; deliveries in flight get `shutdownTimeout` to finish. Claims still held after that are put
-   * back in incoming/ for another process (or the next start): the delivery may be repeated, never lost.
+   * Stops claiming; deliveries in flight get `shutdownTimeout` to finish. Claims still held after that (and the
+   * messages of claimed batches not started yet) are put back in incoming/ for another process (or the next
+   * start): the delivery may be repeated, never lost.
    */
   async close(): Promise<void> {
     this.stopping = true;
@@ -148,9 +150,9 @@ export class QueueRunner {
     this.deps.logger.info({ event: 'stopping', inFlight: pending.length }, 'stopping: no new claims');
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), this.config.shutdownTimeout)));
-    const expired = await Promise.race([Promise.all(pending).then(() => false), timedOut]);
+    await Promise.race([Promise.all(pending), timedOut]);
     clearTimeout(timer);
-    const released = expired ? await this.releaseClaims() : [];
+    const released = await this.releaseClaims();
     this.context.transport.close();
     await this.metricsServer?.close();
     this.deps.logger.info({ event: 'stopped', released }, 'mta-queue stopped');
@@ -173,14 +175,14 @@ export class QueueRunner {
     return {
       incoming: this.ready.length - this.readyDeferred,
       deferred: this.due.size + this.readyDeferred,
-      active: this.inFlight.size,
+      active: this.inFlight.size + this.claimedReady.length,
       oldestArrivedAt: oldest === undefined ? null : queueIdTime(oldest),
     };
   }
 
   private async releaseClaims(): Promise<string[]> {
     const released: string[] = [];
-    for (const claim of this.claims.values()) {
+    for (const claim of [...this.claims.values()]) {
       try {
         await this.store.release(claim);
         released.push(claim.id);
@@ -273,59 +275,89 @@ export class QueueRunner {
   }
 
   private pump(): void {
-    while (!this.stopping && this.inFlight.size < this.config.concurrency && this.ready.length) {
-      const candidate = this.ready.shift()!;
+    while (!this.stopping && this.inFlight.size < this.config.concurrency) {
+      const message = this.claimedReady.shift();
+      if (message) {
+        this.startWork(message.claim.id, this.deliver(message));
+        continue;
+      }
+      const candidate = this.ready.shift();
+      if (!candidate) break;
       if (candidate.dir === 'deferred') this.readyDeferred--;
-      const run = this.run(candidate).finally(() => {
-        this.inFlight.delete(candidate.id);
-        this.known.delete(candidate.id);
-        this.pump();
-        if (this.ready.length === 0 && this.inFlight.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
-      });
-      this.inFlight.set(candidate.id, run);
+      this.startWork(candidate.id, this.run(candidate));
     }
-    if (this.ready.length === 0 && this.inFlight.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    this.wakeIfIdle();
   }
 
+  private startWork(id: string, work: Promise<void>): void {
+    this.inFlight.set(
+      id,
+      work.finally(() => {
+        this.inFlight.delete(id);
+        this.known.delete(id);
+        this.pump();
+      }),
+    );
+  }
+
+  private wakeIfIdle(): void {
+    if (this.ready.length === 0 && this.claimedReady.length === 0 && this.inFlight.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  /** Claims a candidate and queues its messages (one, or every message of a batch) for delivery slots. */
   private async run(candidate: Candidate): Promise<void> {
-    let claim: Claim | undefined;
+    let claimed: ClaimedFile | undefined;
     try {
-      claim = await this.store.claim(candidate);
-      if (!claim) return; // another process took it first
-      this.claims.set(claim.id, claim);
-      const envelope = await this.store.read(claim);
+      claimed = await this.store.claim(candidate);
+      if (!claimed) return; // another process took it first
+      for (const message of await this.store.open(claimed)) {
+        this.known.add(message.claim.id);
+        this.claims.set(message.claim.id, message.claim);
+        this.claimedReady.push(message);
+      }
+    } catch (error) {
+      await this.handleFailure(candidate.id, claimed, error);
+    }
+  }
+
+  private async deliver({ claim, envelope }: ClaimedMessage): Promise<void> {
+    try {
       const result = await deliverClaimedMessage(claim, envelope, this.context);
       if (result === 'deferred') this.addDeferred(envelope.id, envelope.nextAttemptAt);
     } catch (error) {
-      await this.handleFailure(candidate, claim, error);
+      await this.handleFailure(claim.id, claim, error);
     } finally {
-      this.claims.delete(candidate.id);
+      this.claims.delete(claim.id);
     }
   }
 
-  private async handleFailure(candidate: Candidate, claim: Claim | undefined, error: unknown): Promise<void> {
+  private async handleFailure(id: string, claimed: ClaimedFile | Claim | undefined, error: unknown): Promise<void> {
     const log = this.deps.logger;
     if (error instanceof CorruptSpoolEntryError) {
-      log.error({ event: 'corrupt', queueId: candidate.id, reason: error.message }, 'unreadable spool entry moved to corrupt/');
+      log.error({ event: 'corrupt', queueId: id, reason: error.message }, 'unreadable spool entry moved to corrupt/');
       return;
     }
-    if (claim && (error as NodeJS.ErrnoException).code === 'ENOENT' && (error as NodeJS.ErrnoException).path === this.store.layout.messagePath(claim.id)) {
+    if (claimed && (error as NodeJS.ErrnoException).code === 'ENOENT' && (error as NodeJS.ErrnoException).path === this.store.layout.messagePath(claimed.id)) {
       try {
-        await this.store.moveToCorrupt(claim);
-        log.error({ event: 'corrupt', queueId: candidate.id, reason: 'message file missing' }, 'envelope without its message moved to corrupt/');
+        await this.store.moveToCorrupt(claimed);
+        log.error({ event: 'corrupt', queueId: id, reason: 'message file missing' }, 'envelope without its message moved to corrupt/');
       } catch (moveError) {
-        log.error({ event: 'spool-error', queueId: claim.id, err: moveError }, 'envelope without its message could not be moved aside; the claim is recovered at the next start');
+        log.error({ event: 'spool-error', queueId: id, err: moveError }, 'envelope without its message could not be moved aside; the claim is recovered at the next start');
       }
       return;
     }
-    log.error({ event: 'delivery-error', queueId: candidate.id, err: error }, 'delivery failed on our side; will retry');
-    if (!claim) return;
+    log.error({ event: 'delivery-error', queueId: id, err: error }, 'delivery failed on our side; will retry');
+    if (!claimed) return;
+    if (!('source' in claimed) && isBatchName(claimed.path)) {
+      log.error({ event: 'spool-error', queueId: id, file: claimed.path }, 'claimed batch could not be read; it is recovered at the next start');
+      return;
+    }
     const due = this.clock.now() + LOCAL_ERROR_BACKOFF_MS;
     try {
-      await this.store.postpone(claim, due);
-      this.addDeferred(claim.id, due);
+      await this.store.postpone(claimed, due);
+      this.addDeferred(claimed.id, due);
     } catch (err) {
-      log.error({ event: 'spool-error', queueId: claim.id, err }, 'could not postpone; the claim is recovered at the next start');
+      log.error({ event: 'spool-error', queueId: id, err }, 'could not postpone; the claim is recovered at the next start');
     }
   }
 }

@@ -1,5 +1,6 @@
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
+import type { Readable } from 'node:stream';
 
 /**
  * Group commit for directory entries. A rename is durable only once its directory is fsynced; every writer
@@ -53,11 +54,14 @@ export function createPrivateFile(filePath: string): Promise<FileHandle> {
  * Writes `data` to `finalPath` atomically (chasquid safeio, Postfix): temp file in the same filesystem,
  * fdatasync, rename over the target, fsync the directory. Readers see the old content or the new, never half.
  */
-export async function replaceFileDurably(tmpPath: string, finalPath: string, data: string | Uint8Array, directory: DirectorySync): Promise<void> {
+export async function replaceFileDurably(tmpPath: string, finalPath: string, data: string | Uint8Array | Readable, directory: DirectorySync): Promise<void> {
+  // A temp file of the same name is a leftover of a crash (only the claim's owner writes under it): without
+  // this, every later attempt would fail on EEXIST.
+  await removeIfPresent(tmpPath);
   const handle = await createPrivateFile(tmpPath);
   try {
     try {
-      await handle.writeFile(data);
+      await writeFile(handle, data);
       await handle.datasync();
     } finally {
       await handle.close();

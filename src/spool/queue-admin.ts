@@ -1,4 +1,4 @@
-import { mkdir, rename, unlink } from 'node:fs/promises';
+import { mkdir, rename, rmdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -7,6 +7,7 @@ import { FINAL_STATES, type Envelope, type RecordedReply } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 import { queueIdTime } from './queue-id.js';
 import { findQueueItem, type QueueState, type SpoolItem } from './queue-listing.js';
+import { parseIncomingName, QueueStore } from './queue-store.js';
 
 /**
  * Queue administration (Postfix's postqueue/postsuper): select messages by a filter, then flush, hold, release
@@ -152,15 +153,25 @@ export type ApplyResult = { done: true } | { done: false; reason: string };
 export class QueueAdmin {
   private readonly touched = new Set<string>();
 
+  /** Claims batch files the way mta-queue does, under this process's pid, to split them. */
+  private readonly store: QueueStore;
+
   constructor(
     readonly layout: SpoolLayout,
     private readonly logger: Logger,
-  ) {}
+    owner = process.pid,
+  ) {
+    this.store = new QueueStore(layout, owner);
+  }
 
   /** Applies the action to the entry at `item.file`; when that file moved meanwhile, says where it went. */
   async apply(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
     const verdict = judgeAction(action, item);
     if (verdict.kind !== 'change') return { done: false, reason: verdict.reason }; // active/ is never touched
+    if (item.source && item.state === 'incoming') {
+      const own = await this.split(item);
+      return own && !own.source ? this.apply(action, own) : { done: false, reason: whereItWent(own) };
+    }
     const target = await this.targetOf(action, item);
     for (let attempt = 1; ; attempt++) {
       try {
@@ -188,6 +199,24 @@ export class QueueAdmin {
     const details = event === 'deleted' ? { sender: envelope?.sender ?? null, recipients: pending } : {};
     this.logger.info({ event, queueId: item.id, from: filterStateOf(item.state), ...details }, `message ${event} by the operator`);
     return { done: true };
+  }
+
+  /**
+   * A message inside a batch file cannot be renamed alone: the batch is claimed like a delivery would (so
+   * mta-queue cannot take it meanwhile), every message in it gets an entry of its own in incoming/, durably,
+   * and the batch goes. Returns where the message is afterwards. A crash in between leaves the claim for
+   * mta-queue to recover at its next start, as it would a claim of its own.
+   */
+  private async split(item: SpoolItem): Promise<SpoolItem | undefined> {
+    const name = path.basename(item.file);
+    await mkdir(this.store.activeDir, { recursive: true, mode: 0o700 });
+    const claimed = await this.store.claim({ dir: 'incoming', name, id: parseIncomingName(name)! });
+    if (claimed) {
+      for (const { claim } of await this.store.open(claimed)) await this.store.release(claim);
+      this.logger.debug({ event: 'split', batch: name }, 'batch split into one entry per message');
+    }
+    await rmdir(this.store.activeDir).catch(() => undefined);
+    return findQueueItem(this.layout, item.id);
   }
 
   /** Makes the renames durable: one fsync per directory that gained or lost an entry. */

@@ -1,6 +1,7 @@
 import { readMessageHead } from './header-block.js';
 import path from 'node:path';
 import type { SpoolLayout } from './layout.js';
+import type { MessageSource } from './message-source.js';
 import { filterStateOf, type FilterState } from './queue-admin.js';
 import type { SpoolItem } from './queue-listing.js';
 
@@ -15,9 +16,9 @@ export interface HeaderBlock {
 }
 
 /** The header block as `show` prints it; null when the file is missing. */
-export async function readHeaderBlock(file: string, limit = HEADER_READ_LIMIT): Promise<HeaderBlock | null> {
+export async function readHeaderBlock(message: string | MessageSource, limit = HEADER_READ_LIMIT): Promise<HeaderBlock | null> {
   try {
-    const head = await readMessageHead(file, limit);
+    const head = await readMessageHead(message, limit);
     return { text: head.bytes.toString('utf8').replace(/\r\n$/, ''), truncated: !head.complete };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
@@ -25,8 +26,9 @@ export async function readHeaderBlock(file: string, limit = HEADER_READ_LIMIT): 
   }
 }
 
-/** Where a message's bytes are: data/<id>.eml, or next to its envelope in corrupt/ once set aside. */
-export function messageFiles(layout: SpoolLayout, item: Pick<SpoolItem, 'id' | 'state'>): string[] {
+/** Where a message's bytes are: inside its batch, data/<id>.eml, or next to its envelope in corrupt/ once set aside. */
+export function messageFiles(layout: SpoolLayout, item: Pick<SpoolItem, 'id' | 'state' | 'source'>): (string | MessageSource)[] {
+  if (item.source) return [item.source];
   const data = layout.messagePath(item.id);
   return item.state === 'corrupt' ? [path.join(layout.dir('corrupt'), `${item.id}.eml`), data] : [data];
 }

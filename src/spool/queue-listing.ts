@@ -1,8 +1,10 @@
 import { access, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { readBatch } from './batch-file.js';
 import { FINAL_STATES, parseEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
-import { parseDeferredName, parseIncomingName } from './queue-store.js';
+import type { MessageSource } from './message-source.js';
+import { isBatchName, parseDeferredName, parseIncomingName } from './queue-store.js';
 
 /**
  * Where a message is in its life: waiting for a first try, waiting for a retry, kept out of delivery by the
@@ -14,10 +16,12 @@ export type QueueState = 'incoming' | 'deferred' | 'held' | 'active' | 'corrupt'
 export interface SpoolItem {
   id: string;
   state: QueueState;
-  /** Absolute path of the envelope, e.g. `deferred/<due>-<id>.json`. */
+  /** Absolute path of the envelope, e.g. `deferred/<due>-<id>.json`, or of the batch file holding the message. */
   file: string;
   /** null only for a corrupt/ entry that does not parse. */
   envelope: Envelope | null;
+  /** Set for a message inside a batch file: where its bytes are. */
+  source?: MessageSource;
 }
 
 export interface QueueEntry {
@@ -59,17 +63,28 @@ export async function scanQueue(layout: SpoolLayout): Promise<SpoolItem[]> {
     }
   }
   const items: SpoolItem[] = [];
-  for (const { state, file, id } of files) {
-    const envelope = await readEnvelope(file);
-    if (envelope) items.push({ id, state, file, envelope }); // else moved or finished while we looked, or corrupt
-  }
+  for (const { state, file } of files) items.push(...(await readEntry(file, state))); // nothing when it moved, finished or is corrupt
   for (const name of await entriesOf(layout.dir('corrupt'))) {
-    if (name.endsWith('.json')) {
+    const id = parseIncomingName(name);
+    if (id) {
       const file = path.join(layout.dir('corrupt'), name);
-      items.push({ id: name.slice(0, -5), state: 'corrupt', file, envelope: await readEnvelope(file) });
+      items.push({ id, state: 'corrupt', file, envelope: isBatchName(name) ? null : await readEnvelope(file) });
     }
   }
   return items;
+}
+
+/** The messages of one queue entry: its envelope, or every record of a batch file. */
+async function readEntry(file: string, state: QueueState): Promise<SpoolItem[]> {
+  if (!isBatchName(file)) {
+    const envelope = await readEnvelope(file);
+    return envelope ? [{ id: envelope.id, state, file, envelope }] : [];
+  }
+  try {
+    return (await readBatch(file)).map(({ envelope, source }) => ({ id: envelope.id, state, file, envelope, source }));
+  } catch {
+    return [];
+  }
 }
 
 /** The one entry with this id, wherever it is; undefined when the spool has none. Reads no other envelope. */
@@ -85,8 +100,20 @@ export async function findQueueItem(layout: SpoolLayout, id: string): Promise<Sp
     const envelope = await readEnvelope(file);
     if (envelope) return { id, state, file, envelope };
   }
-  const corrupt = path.join(layout.dir('corrupt'), name);
-  if (await access(corrupt).then(() => true, () => false)) return { id, state: 'corrupt', file: corrupt, envelope: await readEnvelope(corrupt) };
+  // A message not yet delivered may still be inside a batch file named after another message.
+  const batches: { state: QueueState; file: string }[] = [];
+  for (const entry of await entriesOf(layout.dir('incoming'))) if (isBatchName(entry)) batches.push({ state: 'incoming', file: path.join(layout.dir('incoming'), entry) });
+  for (const owner of await entriesOf(layout.dir('active'))) {
+    const dir = path.join(layout.dir('active'), owner);
+    for (const entry of await readdir(dir).catch(() => [])) if (isBatchName(entry)) batches.push({ state: 'active', file: path.join(dir, entry) });
+  }
+  for (const { state, file } of batches) {
+    const found = (await readEntry(file, state)).find((item) => item.id === id);
+    if (found) return found;
+  }
+  for (const corrupt of [name, `${id}.batch`].map((entry) => path.join(layout.dir('corrupt'), entry))) {
+    if (await access(corrupt).then(() => true, () => false)) return { id, state: 'corrupt', file: corrupt, envelope: isBatchName(corrupt) ? null : await readEnvelope(corrupt) };
+  }
   return undefined;
 }
 

@@ -1,15 +1,72 @@
-import { mkdir, readdir, readFile, rename, rmdir, unlink } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rename, rmdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { CorruptSpoolEntryError } from '../shared/errors.js';
+import { readBatch } from './batch-file.js';
 import { DirectorySync, removeIfPresent, replaceFileDurably } from './durable.js';
 import { parseEnvelope, serializeEnvelope, type Envelope } from './envelope.js';
+import { dataFileSource, readSource, streamSource, type MessageSource } from './message-source.js';
 import { isQueueId } from './queue-id.js';
 import type { SpoolLayout } from './layout.js';
 
-/** A queue entry this process owns: its envelope lives at `path` until it is deferred or completed. */
-export interface Claim {
+/** A file this process renamed into its claim directory: one envelope, or a batch of messages. */
+export interface ClaimedFile {
   id: string;
   path: string;
+}
+
+/**
+ * A message this process owns. Its envelope lives at `path` until it is deferred or completed; for a message
+ * inside a batch, `path` is the batch file, shared with the other messages of the batch.
+ */
+export interface Claim extends ClaimedFile {
+  source: MessageSource;
+  batch?: { file: ClaimedBatch; envelope: Envelope };
+}
+
+export interface ClaimedMessage {
+  claim: Claim;
+  envelope: Envelope;
+}
+
+/** Messages whose bytes are copied out of a batch through memory up to this size; bigger ones stream. */
+const COPY_IN_MEMORY_LIMIT = 1024 * 1024;
+
+/**
+ * A claimed batch file: it leaves the spool when its last message has settled (completed, or detached into an
+ * entry of its own: deferred, or given back to incoming/).
+ */
+export class ClaimedBatch {
+  private readonly open: Set<string>;
+  private readonly detaching = new Set<string>();
+
+  constructor(
+    readonly path: string,
+    ids: string[],
+  ) {
+    this.open = new Set(ids);
+  }
+
+  get unsettled(): number {
+    return this.open.size;
+  }
+
+  async settle(id: string): Promise<void> {
+    if (this.open.delete(id) && this.open.size === 0) await unlink(this.path);
+  }
+
+  /**
+   * Reserves a message for detaching; false when it was detached (or is being) already. A message given back to
+   * incoming/ at shutdown may still be in flight, and its late outcome must not give it a second entry.
+   */
+  reserve(id: string): boolean {
+    if (!this.open.has(id) || this.detaching.has(id)) return false;
+    this.detaching.add(id);
+    return true;
+  }
+
+  unreserve(id: string): void {
+    this.detaching.delete(id);
+  }
 }
 
 export interface DeferredEntry {
@@ -33,9 +90,14 @@ export function parseDeferredName(name: string): DeferredEntry | undefined {
   return match ? { due: parseInt(match[1]!, 36), id: match[2]!, name } : undefined;
 }
 
+/** The id in `<id>.json` (an envelope) or `<id>.batch` (a batch named after its first message). */
 export function parseIncomingName(name: string): string | undefined {
-  const id = name.endsWith('.json') ? name.slice(0, -5) : '';
+  const id = isBatchName(name) || name.endsWith('.json') ? name.slice(0, -path.extname(name).length) : '';
   return isQueueId(id) ? id : undefined;
+}
+
+export function isBatchName(name: string): boolean {
+  return name.endsWith('.batch');
 }
 
 /**
@@ -71,7 +133,7 @@ export class QueueStore {
       for (const name of await readdir(dir)) {
         if (!parseIncomingName(name)) continue;
         await rename(path.join(dir, name), path.join(this.layout.dir('incoming'), name));
-        recovered.push(name.slice(0, -5));
+        recovered.push(parseIncomingName(name)!);
       }
       if (pid !== this.owner) await rmdir(dir).catch(() => undefined);
     }
@@ -97,8 +159,8 @@ export class QueueStore {
   }
 
   /** Takes the entry for this process; undefined when another process (or nothing) had it. */
-  async claim(candidate: Candidate): Promise<Claim | undefined> {
-    const target = path.join(this.activeDir, `${candidate.id}.json`);
+  async claim(candidate: Candidate): Promise<ClaimedFile | undefined> {
+    const target = path.join(this.activeDir, candidate.dir === 'deferred' ? `${candidate.id}.json` : candidate.name);
     try {
       await rename(path.join(this.layout.dir(candidate.dir), candidate.name), target);
     } catch (error) {
@@ -108,26 +170,40 @@ export class QueueStore {
     return { id: candidate.id, path: target };
   }
 
-  /** Reads a claimed envelope; an unreadable one is moved to corrupt/ and the error rethrown for the log. */
-  async read(claim: Claim): Promise<Envelope> {
-    const text = await readFile(claim.path, 'utf8');
-    try {
-      const envelope = parseEnvelope(text, claim.id);
-      if (envelope.id !== claim.id) throw new CorruptSpoolEntryError(`${claim.id}: envelope names id ${envelope.id}`);
-      return envelope;
-    } catch (error) {
-      await this.moveToCorrupt(claim);
-      throw error;
+  /**
+   * The messages of a claimed file. An unreadable file is moved to corrupt/ and the error rethrown for the log.
+   * A batch message that already has an entry of its own (detached before a crash) is not delivered from the
+   * batch again.
+   */
+  async open(claimed: ClaimedFile): Promise<ClaimedMessage[]> {
+    if (!isBatchName(claimed.path)) {
+      const envelope = await this.parseOrSetAside(claimed, async () => {
+        const parsed = parseEnvelope(await readFile(claimed.path, 'utf8'), claimed.id);
+        if (parsed.id !== claimed.id) throw new CorruptSpoolEntryError(`${claimed.id}: envelope names id ${parsed.id}`);
+        return parsed;
+      });
+      return [{ claim: { ...claimed, source: dataFileSource(this.layout, claimed.id, envelope.size) }, envelope }];
     }
+    const records = await this.parseOrSetAside(claimed, () => readBatch(claimed.path));
+    const batch = new ClaimedBatch(claimed.path, records.map((record) => record.envelope.id));
+    const messages: ClaimedMessage[] = [];
+    for (const { envelope, source } of records) {
+      if (await this.hasOwnEntry(envelope.id)) await batch.settle(envelope.id);
+      else messages.push({ claim: { id: envelope.id, path: claimed.path, source, batch: { file: batch, envelope: structuredClone(envelope) } }, envelope });
+    }
+    return messages;
   }
 
-  /** Records new recipient states durably while keeping the claim. */
+  /** Records new recipient states durably while keeping the claim. A batch message has no file of its own to
+   * record them in: if the process dies, the whole batch is delivered again (duplicates over loss). */
   async save(claim: Claim, envelope: Envelope): Promise<void> {
+    if (claim.batch) return;
     await replaceFileDurably(path.join(this.layout.dir('tmp'), `${claim.id}.state.json`), claim.path, serializeEnvelope(envelope), this.dirSync(this.activeDir));
   }
 
   /** Saves the state, then hands the entry back to the queue under its due time. */
   async defer(claim: Claim, envelope: Envelope): Promise<void> {
+    if (claim.batch) return this.detach(claim, envelope, deferredName(claim.id, envelope.nextAttemptAt), 'deferred');
     await this.save(claim, envelope);
     await rename(claim.path, path.join(this.layout.dir('deferred'), deferredName(claim.id, envelope.nextAttemptAt)));
     await this.dirSync(this.layout.dir('deferred')).sync();
@@ -135,26 +211,69 @@ export class QueueStore {
 
   /** Every recipient is final: the message leaves the spool. Not fsynced: a lost unlink only means a duplicate. */
   async complete(claim: Claim): Promise<void> {
+    if (claim.batch) return claim.batch.file.settle(claim.id);
     await unlink(claim.path);
     await removeIfPresent(this.layout.messagePath(claim.id));
   }
 
-  /** Gives a claim back untouched (shutdown before its delivery started). */
+  /** Gives a claim back untouched (shutdown before its delivery finished). */
   async release(claim: Claim): Promise<void> {
+    if (claim.batch) return this.detach(claim, claim.batch.envelope, `${claim.id}.json`, 'incoming');
     await rename(claim.path, path.join(this.layout.dir('incoming'), `${claim.id}.json`));
   }
 
   /** Puts a claim back under deferred/ without touching its state (a failure on our side, not the remote's). */
-  async postpone(claim: Claim, due: number): Promise<void> {
+  async postpone(claim: ClaimedFile | Claim, due: number): Promise<void> {
+    if ('batch' in claim && claim.batch) return this.detach(claim, claim.batch.envelope, deferredName(claim.id, due), 'deferred');
     await rename(claim.path, path.join(this.layout.dir('deferred'), deferredName(claim.id, due)));
+  }
+
+  /**
+   * Gives a message of a claimed batch an entry of its own, the classic pair `data/<id>.eml` + `<dir>/<name>`,
+   * both durable, then settles it in the batch. Message first: an envelope is never without its message, and a
+   * crash between the two leaves a `data/` file that the next reading of the batch rewrites.
+   */
+  async detach(claim: Claim, envelope: Envelope, name: string, dir: 'incoming' | 'deferred'): Promise<void> {
+    const batch = claim.batch?.file;
+    if (batch && !batch.reserve(claim.id)) throw Object.assign(new Error(`${claim.id}: no longer claimed in ${claim.path}`), { code: 'ENOENT' });
+    try {
+      const bytes = claim.source.length <= COPY_IN_MEMORY_LIMIT ? await readSource(claim.source) : streamSource(claim.source);
+      const tmp = (suffix: string) => path.join(this.layout.dir('tmp'), `${claim.id}.${suffix}`);
+      await replaceFileDurably(tmp('detach.eml'), this.layout.messagePath(claim.id), bytes, this.dirSync(this.layout.dir('data')));
+      await replaceFileDurably(tmp('detach.json'), path.join(this.layout.dir(dir), name), serializeEnvelope(envelope), this.dirSync(this.layout.dir(dir)));
+    } catch (error) {
+      batch?.unreserve(claim.id);
+      throw error;
+    }
+    await batch?.settle(claim.id);
+  }
+
+  /** Whether `id` has an envelope of its own anywhere in the queue (it can only have one with its data/ file). */
+  private async hasOwnEntry(id: string): Promise<boolean> {
+    const exists = (file: string) => access(file).then(() => true, () => false);
+    if (!(await exists(this.layout.messagePath(id)))) return false;
+    const places = [path.join(this.layout.dir('incoming'), `${id}.json`), path.join(this.layout.dir('held'), `${id}.json`)];
+    for (const owner of await readdir(this.layout.dir('active'))) places.push(path.join(this.layout.dir('active'), owner, `${id}.json`));
+    for (const place of places) if (await exists(place)) return true;
+    return (await this.listDeferred()).some((entry) => entry.id === id);
+  }
+
+  private async parseOrSetAside<T>(claimed: ClaimedFile, parse: () => Promise<T>): Promise<T> {
+    try {
+      return await parse();
+    } catch (error) {
+      if (error instanceof CorruptSpoolEntryError) await this.moveToCorrupt(claimed);
+      throw error;
+    }
   }
 
   async quarantine(dir: 'incoming' | 'deferred', name: string): Promise<void> {
     await rename(path.join(this.layout.dir(dir), name), path.join(this.layout.dir('corrupt'), name));
   }
 
-  async moveToCorrupt(claim: Claim): Promise<void> {
-    await rename(claim.path, path.join(this.layout.dir('corrupt'), `${claim.id}.json`));
+  async moveToCorrupt(claim: ClaimedFile): Promise<void> {
+    await rename(claim.path, path.join(this.layout.dir('corrupt'), path.basename(claim.path)));
+    if (isBatchName(claim.path)) return;
     try {
       await rename(this.layout.messagePath(claim.id), path.join(this.layout.dir('corrupt'), `${claim.id}.eml`));
     } catch (error) {

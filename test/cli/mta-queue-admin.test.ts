@@ -7,6 +7,7 @@ import { newQueueId } from '../../src/spool/queue-id.js';
 import { DaemonProcess, REPO_ROOT, type DaemonLogLine } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import type { ReceivedMail } from '../helpers/mx-server.js';
+import { readSpooled } from '../helpers/spool-reader.js';
 
 /** The MXes, in order, at 127.0.0.2 … on one port. */
 const MX = { ok: 0, grey: 1, later: 2, silent: 3 } as const;
@@ -114,7 +115,7 @@ describe('mta-queue queue administration', () => {
     const active = await f.enqueue('app@shop.example', ['d@ok.test'], message('show-active'));
     // A claim of a live process (this one): what list shows while mta-queue delivers it.
     await mkdir(path.join(f.layout.dir('active'), String(process.pid)), { recursive: true });
-    await rename(path.join(f.layout.dir('incoming'), `${active}.json`), path.join(f.layout.dir('active'), String(process.pid), `${active}.json`));
+    await rename(path.join(f.layout.dir('incoming'), `${active}.batch`), path.join(f.layout.dir('active'), String(process.pid), `${active}.batch`));
     const corrupt = newQueueId(Date.now() - 5 * H);
     await writeFile(path.join(f.layout.dir('corrupt'), `${corrupt}.json`), '{ not json');
 
@@ -167,7 +168,7 @@ describe('mta-queue queue administration', () => {
     const queued = await f.enqueue('app@shop.example', ['a@ok.test'], message('usage-queued'));
     const active = await f.enqueue('app@shop.example', ['b@ok.test'], message('usage-active'));
     await mkdir(path.join(f.layout.dir('active'), String(process.pid)), { recursive: true });
-    await rename(path.join(f.layout.dir('incoming'), `${active}.json`), path.join(f.layout.dir('active'), String(process.pid), `${active}.json`));
+    await rename(path.join(f.layout.dir('incoming'), `${active}.batch`), path.join(f.layout.dir('active'), String(process.pid), `${active}.batch`));
     const before = await snapshot();
     const unknown = newQueueId();
     const cases = [
@@ -373,7 +374,7 @@ describe('mta-queue queue administration', () => {
       assert.equal(await hasData(id), false);
     }
     assert.deepEqual(await where(stuck), ['active'], 'still claimed');
-    assert.equal(await hasData(stuck), true, 'its message file untouched');
+    assert.match((await readSpooled(f.layout.root, stuck)).message.toString(), /X-Seq: del-stuck/, 'its message untouched');
 
     const one = await mtaQueue(['delete', stuck, ...spool()]);
     assert.deepEqual([one.code, one.errors], [1, [`mta-queue: ${stuck}: not deleted: ${refusal}`]]);
@@ -383,7 +384,7 @@ describe('mta-queue queue administration', () => {
     assert.equal((await daemon.exit()).code, 0);
     assert.deepEqual((await daemon.waitForEvent('stopped')).released, [stuck]);
     assert.deepEqual(await where(stuck), ['incoming']);
-    assert.equal(await hasData(stuck), true);
+    assert.equal(await hasData(stuck), true, 'given back as an entry of its own: data/ file and envelope');
     assert.equal(mx('later').rcptAttempts.filter((attempt) => /^d[12]@|^h@/.test(attempt.address)).length, 3, 'each deleted message was tried once, before it was deleted');
     assert.deepEqual(daemon.logs.filter((line) => ['corrupt', 'delivery-error'].includes(String(line.event))), []);
   });

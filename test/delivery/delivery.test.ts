@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { simpleParser } from 'mailparser';
+import { recordHeader } from '../../src/spool/batch-file.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import type { FakeMx } from '../helpers/mx-server.js';
 import type { LogLine } from '../helpers/log-capture.js';
+import { readSpooled } from '../helpers/spool-reader.js';
 
 const MESSAGE = 'From: news@shop.example\nTo: someone\nSubject: Hello\nX-Acelle-Message-Id: abc-123\n\nBody line\n.\nafter a lone dot\n';
 
@@ -51,7 +53,7 @@ describe('mta-queue delivery', () => {
 
   test('delivers over STARTTLS with the body byte for byte and leaves nothing in the spool', async () => {
     const id = await f.enqueue('news@shop.example', ['alice@ok.test'], MESSAGE);
-    const spooled = await readFile(f.layout.messagePath(id));
+    const spooled = (await readSpooled(f.layout.root, id)).message;
     await f.runOnce();
     const [received] = mx('ok').messages.filter((m) => m.to.includes('alice@ok.test'));
     assert.ok(received, 'the MX got the message');
@@ -193,12 +195,16 @@ describe('mta-queue delivery', () => {
 
   test('a corrupt entry is moved to corrupt/ with a log line and the rest still flows', async () => {
     const broken = '0mwxf0000000000aaaaa';
+    const truncated = '0mwxf0000000000bbbbb';
     await writeFile(path.join(f.layout.dir('incoming'), `${broken}.json`), '{ not json');
     await writeFile(path.join(f.layout.dir('incoming'), 'stray.txt'), 'junk');
+    // A batch whose record claims more bytes than the file has: nothing in it can be trusted.
+    await writeFile(path.join(f.layout.dir('incoming'), `${truncated}.batch`), Buffer.concat([recordHeader(5000, 300), Buffer.from('Subject: cut short\r\n')]));
     const good = await f.enqueue('news@shop.example', ['after@ok.test'], MESSAGE);
     await f.runOnce();
-    assert.deepEqual(await f.files('corrupt'), [`${broken}.json`, 'stray.txt']);
+    assert.deepEqual(await f.files('corrupt'), [`${broken}.json`, `${truncated}.batch`, 'stray.txt']);
     assert.ok(f.logs.events('corrupt').some((line) => line.queueId === broken));
+    assert.match(String(f.logs.events('corrupt').find((line) => line.queueId === truncated)?.reason), /runs past the end/);
     assert.ok(f.logs.events('corrupt').some((line) => line.file === 'incoming/stray.txt'));
     assert.equal(logFor(good, 'delivered').length, 1);
   });

@@ -1,8 +1,9 @@
 import { Resolver } from 'node:dns/promises';
-import { readdir } from 'node:fs/promises';
+import { readdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { resolveQueueConfig, type QueueConfig } from '../../src/config/queue-config.js';
 import { QueueRunner } from '../../src/delivery/queue-runner.js';
+import { encodeRecord } from '../../src/spool/batch-file.js';
 import { newRecipient } from '../../src/spool/envelope.js';
 import { ensureSpool, spoolLayout, type SpoolLayout } from '../../src/spool/layout.js';
 import { MessageWriter } from '../../src/spool/message-writer.js';
@@ -11,6 +12,25 @@ import { startDnsServer, type DnsServer, type DnsZone } from './dns-server.js';
 import { LogCapture } from './log-capture.js';
 import { startMxGroup, type MxBehaviour, type MxGroup } from './mx-server.js';
 import { tempDir } from './temp.js';
+
+function crlf(message: string): Buffer {
+  return Buffer.from(message.replace(/\r?\n/g, '\r\n'));
+}
+
+function newEnvelope(sender: string, recipients: string[], now: number, smtpUtf8: boolean) {
+  return {
+    version: 1 as const,
+    sender,
+    recipients: recipients.map(newRecipient),
+    user: 'test',
+    client: { address: '127.0.0.1', hostname: null, helo: 'test.example', tls: null },
+    arrivedAt: now,
+    smtpUtf8,
+    bodyType: '8bitmime' as const,
+    nextAttemptAt: now,
+    bounceOf: null,
+  };
+}
 
 /** A clock the test moves by hand, so retries and expiry happen without waiting. */
 export class ManualClock {
@@ -31,6 +51,8 @@ export interface DeliveryFixture {
   resolver: Resolver;
   /** Puts a message into the spool the way mta-server does; returns its queue id. */
   enqueue(sender: string, recipients: string[], message: string, options?: { smtpUtf8?: boolean }): Promise<string>;
+  /** Puts several messages into one batch file in incoming/ (what a group commit of concurrent sessions makes); returns their ids. */
+  enqueueBatch(messages: { sender: string; recipients: string[]; message: string }[]): Promise<string[]>;
   /** One `mta-queue --once` pass in this process: deliver what is due now, then stop. */
   runOnce(pid?: number): Promise<void>;
   /** Names of the files in a spool directory. */
@@ -68,20 +90,19 @@ export async function startDeliveryFixture(behaviours: MxBehaviour[], zone: (hos
     async enqueue(sender, recipients, message, options = {}) {
       const id = newQueueId(clock.now());
       const draft = await writer.create(id);
-      await draft.append([Buffer.from(message.replace(/\r?\n/g, '\r\n'))]);
-      await draft.commit({
-        version: 1,
-        sender,
-        recipients: recipients.map(newRecipient),
-        user: 'test',
-        client: { address: '127.0.0.1', hostname: null, helo: 'test.example', tls: null },
-        arrivedAt: clock.now(),
-        smtpUtf8: options.smtpUtf8 ?? false,
-        bodyType: '8bitmime',
-        nextAttemptAt: clock.now(),
-        bounceOf: null,
-      });
+      await draft.append([crlf(message)]);
+      await draft.commit(newEnvelope(sender, recipients, clock.now(), options.smtpUtf8 ?? false));
       return id;
+    },
+    async enqueueBatch(messages) {
+      const records = messages.map(({ sender, recipients, message }) => {
+        const body = crlf(message);
+        return { envelope: { ...newEnvelope(sender, recipients, clock.now(), false), id: newQueueId(clock.now()), size: body.length }, body };
+      });
+      const name = `${records[0]!.envelope.id}.batch`;
+      await writeFile(path.join(layout.dir('tmp'), name), records.flatMap(({ envelope, body }) => encodeRecord(envelope, [body])), { mode: 0o600 });
+      await rename(path.join(layout.dir('tmp'), name), path.join(layout.dir('incoming'), name));
+      return records.map(({ envelope }) => envelope.id);
     },
     async runOnce(pid = process.pid) {
       const runner = new QueueRunner(config, { logger: logs.logger, resolver, clock, pid, isAlive: () => false });

@@ -1,9 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { parseEnvelope, type Envelope } from '../../src/spool/envelope.js';
 
 /**
  * SMTP clients nobody on the team wrote (swaks, Python's smtplib, PHPMailer), run as separate programs so the
@@ -188,20 +185,3 @@ export function queueIdIn(result: RunResult): string {
   return match[1]!;
 }
 
-export interface SpooledMessage {
-  queueId: string;
-  envelope: Envelope;
-  message: Buffer;
-}
-
-export async function readSpooled(spool: string, queueId: string): Promise<SpooledMessage> {
-  const envelope = parseEnvelope(await readFile(path.join(spool, 'incoming', `${queueId}.json`), 'utf8'), queueId);
-  const message = await readFile(path.join(spool, 'data', `${queueId}.eml`));
-  return { queueId, envelope, message };
-}
-
-/** Ids of every message in the queue, for "nothing was spooled" checks. */
-export async function queuedIds(spool: string): Promise<string[]> {
-  const names = await readdir(path.join(spool, 'incoming'));
-  return names.filter((name) => name.endsWith('.json')).map((name) => name.slice(0, -'.json'.length)).sort();
-}

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { clientAvailable, phpMailer, queuedIds, queueIdIn, readSpooled, smtplib, swaks, transcript, type SpooledMessage } from '../helpers/external-clients.js';
+import { clientAvailable, phpMailer, queueIdIn, smtplib, swaks, transcript } from '../helpers/external-clients.js';
+import { queuedIds, readSpooled, type SpooledMessage } from '../helpers/spool-reader.js';
 import { startIntake, TEST_USER, type IntakeFixture } from '../helpers/intake-fixture.js';
 
 interface ExpectedSubmission {

@@ -1,18 +1,14 @@
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { parseNetworks } from '../../src/config/units.js';
-import { parseEnvelope } from '../../src/spool/envelope.js';
 import { startIntake, TEST_USER, type IntakeFixture } from '../helpers/intake-fixture.js';
 import { loginOverStartTls, RawSmtpClient } from '../helpers/raw-smtp.js';
+import { readSpooled } from '../helpers/spool-reader.js';
 
-async function spooled(fixture: IntakeFixture, queueId: string) {
-  const envelope = parseEnvelope(await readFile(path.join(fixture.spool, 'incoming', `${queueId}.json`), 'utf8'), queueId);
-  const message = await readFile(path.join(fixture.spool, 'data', `${queueId}.eml`));
-  return { envelope, message };
-}
+const spooled = (fixture: IntakeFixture, queueId: string) => readSpooled(fixture.spool, queueId);
 
 function queueIdOf(reply: { raw: string }): string {
   const match = /queued as ([0-9a-z]{20})/.exec(reply.raw);

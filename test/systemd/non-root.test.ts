@@ -7,6 +7,7 @@ import nodemailer from 'nodemailer';
 import { makeCertificate, type TestCertificate } from '../helpers/certs.js';
 import { DaemonProcess, REPO_ROOT } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
+import { readSpooled } from '../helpers/spool-reader.js';
 import { tempDir } from '../helpers/temp.js';
 
 /**
@@ -130,8 +131,8 @@ describe('both daemons as a dedicated non-root user', { skip: isRoot ? false : '
 
     // Before mta-queue runs, the message is in the spool: what mta-server wrote is the user's, 0600 in 0700.
     const spooled = await walk(spool);
-    assert.ok(spooled.some((entry) => entry.path.endsWith(`data/${queueId}.eml`)), JSON.stringify(spooled));
-    assert.ok(spooled.some((entry) => entry.path.endsWith(`incoming/${queueId}.json`)), JSON.stringify(spooled));
+    assert.ok(spooled.some((entry) => entry.path.endsWith(`incoming/${queueId}.batch`)), JSON.stringify(spooled));
+    assert.equal((await readSpooled(spool, queueId)).envelope.user, 'app');
 
     const queue = DaemonProcess.start('mta-queue', ['--spool', spool, '--dns-servers', f!.dns.address, '--smtp-port', String(f!.mx.port), '--hostname', 'relay.test', '--connect-timeout', '2s'], { uid, gid });
     daemons.push(queue);
