@@ -15,10 +15,11 @@ import { runNodemailerLoad } from './lib/nodemailer-load.js';
 import { parseBenchOptions, USAGE, UsageError, type BenchOptions } from './lib/options.js';
 import { runPlainLoad, type LoadResult } from './lib/plain-load.js';
 import { detectPostfix, PostfixInstance } from './lib/postfix-instance.js';
-import { countFiles, freePort } from './lib/proc.js';
+import { freePort } from './lib/proc.js';
 import { renderReport, reportJson, summarize, SERIES_LABELS, type BenchReport, type Measurement, type SeriesId } from './lib/report.js';
 import { runRssLoad } from './lib/rss-load.js';
 import { hasSmtpSource, runSmtpSource } from './lib/smtp-source.js';
+import { queuedMessages } from './lib/spool-fill.js';
 import { formatMs, formatRate, percentile } from './lib/stats.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -108,17 +109,16 @@ async function main(): Promise<void> {
     const stop = () => server.stop();
     cleanups.add(stop);
     try {
-      const incoming = path.join(server.spool, 'incoming');
       const meter = new CpuMeter(() => server.cpuMs());
       let queuedBefore = 0;
       const result = await drive(server, async () => {
-        queuedBefore = await countFiles(incoming);
+        queuedBefore = await queuedMessages(server.spool);
         await meter.start();
       });
       const cpu = await meter.stop();
       const errors = [...result.errors, ...(server.exitReason ? [server.exitReason] : [])];
       if (server.logLines > 0) errors.push(`mta-server logged ${server.logLines} warn/error lines, last: ${server.recentLog.trim().split('\n').pop()}`);
-      const accepted = (await countFiles(incoming)) - queuedBefore;
+      const accepted = (await queuedMessages(server.spool)) - queuedBefore;
       return {
         series, sessions, run, requested: result.requested, sent: result.sent, accepted, elapsedMs: result.elapsedMs, msgsPerSec: rate(result, accepted),
         latenciesMs: series === 'mta-smtp-source' ? null : result.latenciesMs, cpu, timedOut: result.timedOut, errors,
@@ -218,7 +218,7 @@ async function main(): Promise<void> {
     try {
       const big = dataPayload(buildMessage(options.rssSize, 'mta-relay RSS benchmark'));
       const result = await runRssLoad(server.pid, server.port, options.rssSessions, big, options.rssSize, options.timeLimitMs);
-      const queued = await countFiles(path.join(server.spool, 'incoming'));
+      const queued = await queuedMessages(server.spool);
       if (queued !== result.sent) result.errors.push(`${queued} messages in the spool, client saw ${result.sent} accepted`);
       if (server.exitReason) result.errors.push(server.exitReason);
       rss = { ...result, targetMb: RSS_TARGET_MB };

@@ -2,7 +2,8 @@ import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ENVELOPE_VERSION, newRecipient, serializeEnvelope, type Envelope } from '../../src/spool/envelope.js';
-import type { SpoolLayout } from '../../src/spool/layout.js';
+import { spoolLayout, type SpoolLayout } from '../../src/spool/layout.js';
+import { scanQueue } from '../../src/spool/queue-listing.js';
 import { MessageWriter } from '../../src/spool/message-writer.js';
 import { deferredName } from '../../src/spool/queue-store.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
@@ -96,6 +97,11 @@ export async function fillDeferred(layout: SpoolLayout, count: number, dueAt: nu
     await writeFile(path.join(layout.dir('deferred'), deferredName(id, due)), serializeEnvelope(envelope), { mode: 0o600 });
   });
   return performance.now() - started;
+}
+
+/** Messages queued, counted inside batch files (one batch holds every message of one group commit). */
+export async function queuedMessages(spool: string): Promise<number> {
+  return (await scanQueue(spoolLayout(spool))).length;
 }
 
 /** Entries under incoming/, deferred/, active/<pid>/ and data/: all zero once a drain is complete. */
