@@ -168,10 +168,7 @@ export class QueueAdmin {
   async apply(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
     const verdict = judgeAction(action, item);
     if (verdict.kind !== 'change') return { done: false, reason: verdict.reason }; // active/ is never touched
-    if (item.source && item.state === 'incoming') {
-      const own = await this.split(item);
-      return own && !own.source ? this.apply(action, own) : { done: false, reason: whereItWent(own) };
-    }
+    if (item.source && item.state === 'incoming') return this.applyInBatch(action, item);
     const target = await this.targetOf(action, item);
     for (let attempt = 1; ; attempt++) {
       try {
@@ -193,6 +190,10 @@ export class QueueAdmin {
       if (item.state === 'corrupt') await removeIfPresent(path.join(this.layout.dir('corrupt'), `${item.id}.eml`));
       await unlink(target);
     }
+    return this.done(action, item);
+  }
+
+  private done(action: AdminAction, item: SpoolItem): ApplyResult {
     const envelope = item.envelope;
     const pending = envelope?.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state)).map((recipient) => recipient.address) ?? [];
     const event = ADMIN_ACTIONS[action].event;
@@ -202,21 +203,36 @@ export class QueueAdmin {
   }
 
   /**
-   * A message inside a batch file cannot be renamed alone: the batch is claimed like a delivery would (so
-   * mta-queue cannot take it meanwhile), every message in it gets an entry of its own in incoming/, durably,
-   * and the batch goes. Returns where the message is afterwards. A crash in between leaves the claim for
-   * mta-queue to recover at its next start, as it would a claim of its own.
+   * A message inside a batch file cannot be renamed alone. The batch is claimed like a delivery would (so
+   * mta-queue cannot take it meanwhile); the message is dropped (delete) or detached to held/ (hold), every
+   * other message of the batch gets an entry of its own in incoming/, all durably, and the batch goes. A crash
+   * in between leaves the claim for mta-queue to recover at its next start, as it would a claim of its own.
    */
-  private async split(item: SpoolItem): Promise<SpoolItem | undefined> {
+  private async applyInBatch(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
     const name = path.basename(item.file);
     await mkdir(this.store.activeDir, { recursive: true, mode: 0o700 });
-    const claimed = await this.store.claim({ dir: 'incoming', name, id: parseIncomingName(name)! });
-    if (claimed) {
-      for (const { claim } of await this.store.open(claimed)) await this.store.release(claim);
-      this.logger.debug({ event: 'split', batch: name }, 'batch split into one entry per message');
+    let found = false;
+    try {
+      const claimed = await this.store.claim({ dir: 'incoming', name, id: parseIncomingName(name)! });
+      for (const { claim } of claimed ? await this.store.open(claimed) : []) {
+        if (claim.id !== item.id) {
+          await this.store.release(claim);
+          continue;
+        }
+        found = true;
+        if (action === 'hold') await this.store.detach(claim, claim.batch!.envelope, path.basename(await this.targetOf('hold', item)), 'held');
+        else await claim.batch!.file.settle(claim.id);
+      }
+    } finally {
+      await rmdir(this.store.activeDir).catch(() => undefined);
     }
-    await rmdir(this.store.activeDir).catch(() => undefined);
-    return findQueueItem(this.layout, item.id);
+    if (found) {
+      this.touched.add(path.dirname(item.file));
+      return this.done(action, item);
+    }
+    // Claimed by mta-queue first, or it already had an entry of its own: act on wherever it is now.
+    const now = await findQueueItem(this.layout, item.id);
+    return now && !now.source && now.state === 'incoming' ? this.apply(action, now) : { done: false, reason: whereItWent(now) };
   }
 
   /** Makes the renames durable: one fsync per directory that gained or lost an entry. */

@@ -233,7 +233,7 @@ export class QueueStore {
    * both durable, then settles it in the batch. Message first: an envelope is never without its message, and a
    * crash between the two leaves a `data/` file that the next reading of the batch rewrites.
    */
-  async detach(claim: Claim, envelope: Envelope, name: string, dir: 'incoming' | 'deferred'): Promise<void> {
+  async detach(claim: Claim, envelope: Envelope, name: string, dir: 'incoming' | 'deferred' | 'held'): Promise<void> {
     const batch = claim.batch?.file;
     if (batch && !batch.reserve(claim.id)) throw Object.assign(new Error(`${claim.id}: no longer claimed in ${claim.path}`), { code: 'ENOENT' });
     try {
