@@ -46,10 +46,6 @@ export class ClaimedBatch {
     this.open = new Set(ids);
   }
 
-  get unsettled(): number {
-    return this.open.size;
-  }
-
   async settle(id: string): Promise<void> {
     if (this.open.delete(id) && this.open.size === 0) await unlink(this.path);
   }
