@@ -211,6 +211,7 @@ async function runAction(action: AdminAction, id: string | undefined, flags: Act
     return out(`dry run: ${change.length} message(s) would be ${done}, ${skipped.length} skipped; nothing changed\n`);
   }
   const admin = new QueueAdmin(layout, auditLogger());
+  admin.plan(change);
   const changed: SpoolItem[] = [];
   try {
     for (const item of change) {

@@ -155,6 +155,10 @@ export class QueueAdmin {
 
   /** Claims batch files the way mta-queue does, under this process's pid, to split them. */
   private readonly store: QueueStore;
+  /** Every message the command will act on (`plan`): a batch claimed for one of them acts on all it holds. */
+  private planned = new Map<string, SpoolItem>();
+  /** Messages already acted on with an earlier message of their batch, before their own turn came. */
+  private readonly doneWithBatch = new Set<string>();
 
   constructor(
     readonly layout: SpoolLayout,
@@ -164,8 +168,14 @@ export class QueueAdmin {
     this.store = new QueueStore(layout, owner);
   }
 
+  /** Names every message the command is about to act on, so that each batch among them is split only once. */
+  plan(items: readonly SpoolItem[]): void {
+    this.planned = new Map(items.map((item) => [item.id, item]));
+  }
+
   /** Applies the action to the entry at `item.file`; when that file moved meanwhile, says where it went. */
   async apply(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
+    if (this.doneWithBatch.delete(item.id)) return { done: true };
     const verdict = judgeAction(action, item);
     if (verdict.kind !== 'change') return { done: false, reason: verdict.reason }; // active/ is never touched
     if (item.source && item.state === 'incoming') return this.applyInBatch(action, item);
@@ -211,24 +221,29 @@ export class QueueAdmin {
   private async applyInBatch(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
     const name = path.basename(item.file);
     await mkdir(this.store.activeDir, { recursive: true, mode: 0o700 });
-    let found = false;
+    const acted: SpoolItem[] = [];
     try {
       const claimed = await this.store.claim({ dir: 'incoming', name, id: parseIncomingName(name)! });
       for (const { claim } of claimed ? await this.store.open(claimed) : []) {
-        if (claim.id !== item.id) {
+        const selected = claim.id === item.id ? item : this.planned.get(claim.id);
+        if (selected?.file !== item.file) {
           await this.store.release(claim);
           continue;
         }
-        found = true;
         if (action === 'hold') await this.store.detach(claim, claim.batch!.envelope, path.basename(await this.targetOf('hold', item)), 'held');
         else await claim.batch!.file.settle(claim.id);
+        acted.push(selected);
       }
     } finally {
       await rmdir(this.store.activeDir).catch(() => undefined);
     }
-    if (found) {
+    for (const other of acted) {
+      if (other !== item) this.doneWithBatch.add(other.id);
+      this.done(action, other);
+    }
+    if (acted.includes(item)) {
       this.touched.add(path.dirname(item.file));
-      return this.done(action, item);
+      return { done: true };
     }
     // Claimed by mta-queue first, or it already had an entry of its own: act on wherever it is now.
     const now = await findQueueItem(this.layout, item.id);

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { watch } from 'node:fs';
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -130,5 +131,27 @@ describe('mta-queue and batch files', () => {
     assert.deepEqual(seqs('ok').filter((seq) => seq?.startsWith('h-')).sort(), ['h-keep1', 'h-keep2']);
     assert.deepEqual(await readdir(f.layout.dir('held')), [`${held}.json`], 'held stays held');
   });
-});
 
+  test('a bulk command acting on several messages of one batch splits it once and acts on each', async () => {
+    const ids = await f.enqueueBatch(['m-del1', 'm-keep', 'm-del2'].map((seq) => ({ sender: 'spam@shop.example', recipients: [`${seq}@ok.test`], message: message(seq) })));
+    const [del1, keep, del2] = ids;
+    const admin = new QueueAdmin(f.layout, f.logs.logger);
+    const selected = (await scanQueue(f.layout)).filter((entry) => entry.id === del1 || entry.id === del2);
+    admin.plan(selected);
+    const before = f.logs.events('deleted').length;
+    const seen = new Set<string>();
+    const watcher = watch(f.layout.dir('incoming'), (_event, name) => name && seen.add(name));
+    for (const entry of selected) assert.deepEqual(await admin.apply('delete', entry), { done: true });
+    await admin.sync();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    watcher.close();
+    assert.ok(![...seen].some((name) => name.startsWith(del2!)), 'the second selected message never got an entry of its own');
+    assert.deepEqual(f.logs.events('deleted').slice(before).map((line) => line.queueId).sort(), [del1, del2].sort());
+    assert.deepEqual(await f.files('incoming'), [`${keep}.json`], 'only the message not selected got an entry of its own');
+    assert.deepEqual((await f.files('data')).filter((name) => ids.some((id) => name.startsWith(id!))), [`${keep}.eml`]);
+    assert.deepEqual(await claimed(), []);
+    assert.deepEqual(await readdir(f.layout.dir('tmp')), []);
+    await f.runOnce();
+    assert.deepEqual(seqs('ok').filter((seq) => seq?.startsWith('m-')), ['m-keep']);
+  });
+});
