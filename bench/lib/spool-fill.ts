@@ -21,8 +21,8 @@ async function inParallel(count: number, parallel: number, task: (index: number)
 }
 
 /**
- * Puts `count` messages into incoming/ exactly as mta-server does (MessageWriter: data/ then incoming/, both
- * fsynced, directory syncs shared by concurrent commits), `parallel` at a time like that many SMTP sessions.
+ * Puts `count` messages into incoming/ exactly as mta-server does (MessageWriter: batch files made by group
+ * commit, each fdatasynced and renamed, incoming/ fsynced), `parallel` at a time like that many SMTP sessions.
  */
 export async function fillIncoming(layout: SpoolLayout, count: number, message: Buffer, sender: string, recipient: string, parallel = 32): Promise<number> {
   const writer = new MessageWriter(layout);
