@@ -182,9 +182,10 @@ export class QueueStore {
     }
     const records = await this.parseOrSetAside(claimed, () => readBatch(claimed.path));
     const batch = new ClaimedBatch(claimed.path, records.map((record) => record.envelope.id));
+    const detached = await Promise.all(records.map((record) => this.hasOwnEntry(record.envelope.id)));
     const messages: ClaimedMessage[] = [];
-    for (const { envelope, source } of records) {
-      if (await this.hasOwnEntry(envelope.id)) await batch.settle(envelope.id);
+    for (const [index, { envelope, source }] of records.entries()) {
+      if (detached[index]) await batch.settle(envelope.id);
       else messages.push({ claim: { id: envelope.id, path: claimed.path, source, batch: { file: batch, envelope: structuredClone(envelope) } }, envelope });
     }
     return messages;
