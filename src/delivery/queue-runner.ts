@@ -110,8 +110,7 @@ export class QueueRunner {
   async start(options: { watch: boolean }): Promise<void> {
     await ensureSpool(this.store.layout);
     await this.startMetrics();
-    const recovered = await this.store.recoverAbandonedClaims(this.deps.isAlive);
-    if (recovered.length) this.deps.logger.warn({ event: 'recovered', count: recovered.length, queueIds: recovered.slice(0, 50) }, 'recovered claims of a stopped process');
+    await this.recoverClaims(true);
     await this.rescanDeferred();
     await this.scanIncoming();
     this.deps.logger.info(
@@ -121,8 +120,20 @@ export class QueueRunner {
     if (!options.watch) return;
     this.watcher = watch(this.store.layout.dir('incoming'), () => this.scanSoon());
     this.watcher.on('error', (error) => this.deps.logger.warn({ event: 'watch-error', err: error }, 'spool watch failed, polling only'));
-    this.timers.push(setInterval(() => void this.scanIncoming(), this.config.pollInterval));
+    // The poll also recovers claims of processes that died meanwhile (another mta-queue, or an admin command
+    // splitting a batch), so they do not wait for the next start.
+    this.timers.push(setInterval(() => void this.recoverClaims(false).then(() => this.scanIncoming()), this.config.pollInterval));
     this.timers.push(setInterval(() => void this.rescanDeferred(), DEFERRED_RESCAN_MS));
+  }
+
+  private async recoverClaims(atStart: boolean): Promise<void> {
+    try {
+      const recovered = await this.store.recoverAbandonedClaims(this.deps.isAlive, { includeOwnPid: atStart });
+      if (recovered.length) this.deps.logger.warn({ event: 'recovered', count: recovered.length, queueIds: recovered.slice(0, 50) }, 'recovered claims of a stopped process');
+    } catch (error) {
+      if (atStart) throw error;
+      this.deps.logger.error({ event: 'scan-failed', err: error }, 'could not read active/');
+    }
   }
 
   /** Resolves once nothing is ready or in flight (what `--once` waits for). */

@@ -216,7 +216,7 @@ export class QueueAdmin {
    * A message inside a batch file cannot be renamed alone. The batch is claimed like a delivery would (so
    * mta-queue cannot take it meanwhile); the message is dropped (delete) or detached to held/ (hold), every
    * other message of the batch gets an entry of its own in incoming/, all durably, and the batch goes. A crash
-   * in between leaves the claim for mta-queue to recover at its next start, as it would a claim of its own.
+   * in between leaves the claim for mta-queue to recover, as it would the claim of a dead mta-queue.
    */
   private async applyInBatch(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
     const name = path.basename(item.file);

@@ -8,6 +8,14 @@ import { dataFileSource, readSource, streamSource, type MessageSource } from './
 import { isQueueId } from './queue-id.js';
 import type { SpoolLayout } from './layout.js';
 
+/** For a `.catch`: ENOENT (another process moved or removed it first) gives `fallback`, anything else rethrows. */
+function ignoreMissing<T>(fallback: T): (error: unknown) => T {
+  return (error) => {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return fallback;
+    throw error;
+  };
+}
+
 /** A file this process renamed into its claim directory: one envelope, or a batch of messages. */
 export interface ClaimedFile {
   id: string;
@@ -119,19 +127,25 @@ export class QueueStore {
     return sync;
   }
 
-  /** Returns the ids put back from claims of processes that are gone (including an older process with our pid). */
-  async recoverAbandonedClaims(isAlive: (pid: number) => boolean): Promise<string[]> {
+  /**
+   * Puts back the claims of processes that are gone and returns their ids (batch files count by the id they are
+   * named after). At start (`includeOwnPid`) that includes claims under our own pid, left by an earlier process
+   * that had it; while running, never. Two processes recovering the same claim race by rename like any claim.
+   */
+  async recoverAbandonedClaims(isAlive: (pid: number) => boolean, { includeOwnPid = true } = {}): Promise<string[]> {
     const recovered: string[] = [];
     for (const owner of await readdir(this.layout.dir('active'))) {
       const pid = Number(owner);
-      if (!/^\d+$/.test(owner) || (pid !== this.owner && isAlive(pid))) continue;
+      const own = pid === this.owner;
+      if (!/^\d+$/.test(owner) || (own ? !includeOwnPid : isAlive(pid))) continue;
       const dir = path.join(this.layout.dir('active'), owner);
-      for (const name of await readdir(dir)) {
-        if (!parseIncomingName(name)) continue;
-        await rename(path.join(dir, name), path.join(this.layout.dir('incoming'), name));
-        recovered.push(parseIncomingName(name)!);
+      for (const name of await readdir(dir).catch(ignoreMissing([]))) {
+        const id = parseIncomingName(name);
+        if (!id) continue;
+        const moved = await rename(path.join(dir, name), path.join(this.layout.dir('incoming'), name)).then(() => true, ignoreMissing(false));
+        if (moved) recovered.push(id);
       }
-      if (pid !== this.owner) await rmdir(dir).catch(() => undefined);
+      if (!own) await rmdir(dir).catch(() => undefined);
     }
     if (recovered.length) await this.dirSync(this.layout.dir('incoming')).sync();
     await mkdir(this.activeDir, { recursive: true, mode: 0o700 });

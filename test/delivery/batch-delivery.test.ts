@@ -154,4 +154,23 @@ describe('mta-queue and batch files', () => {
     await f.runOnce();
     assert.deepEqual(seqs('ok').filter((seq) => seq?.startsWith('m-')), ['m-keep']);
   });
+
+  test('a running mta-queue recovers the claim of a process that died meanwhile, without waiting for a restart', async () => {
+    const runner = new QueueRunner({ ...f.config, pollInterval: 100 }, { logger: f.logs.logger, resolver: f.resolver, clock: f.clock, pid: process.pid, isAlive: (pid) => pid === process.pid });
+    await runner.start({ watch: true });
+    try {
+      // What an admin command (or another mta-queue) that died mid-batch leaves behind.
+      const [id] = await f.enqueueBatch([{ sender: 'app@shop.example', recipients: ['late@ok.test'], message: message('w-recovered') }]);
+      const deadClaims = path.join(f.layout.dir('active'), '999999998');
+      await mkdir(deadClaims, { recursive: true });
+      await rename(path.join(f.layout.dir('incoming'), `${id}.batch`), path.join(deadClaims, `${id}.batch`));
+      const deadline = Date.now() + 10_000;
+      while (!seqs('ok').includes('w-recovered') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.ok(seqs('ok').includes('w-recovered'), 'delivered after recovery');
+      assert.ok(f.logs.events('recovered').some((line) => (line.queueIds as string[]).includes(id!)));
+      assert.deepEqual(await readdir(f.layout.dir('active')), [String(process.pid)], 'the claim directory of the dead process is gone');
+    } finally {
+      await runner.close();
+    }
+  });
 });
