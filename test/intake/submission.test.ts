@@ -137,6 +137,33 @@ describe('mta-server submission', () => {
     client.close();
   });
 
+  test('sessions ending DATA together share batch files (group commit), each message whole and in its own record', async () => {
+    const sessions = await Promise.all(
+      Array.from({ length: 10 }, async (_, index) => {
+        const { client } = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.0.2' });
+        await client.command('EHLO group.example');
+        await client.command('MAIL FROM:<app@shop.example>');
+        await client.command(`RCPT TO:<g${index}@a.example>`);
+        await client.command('DATA');
+        client.write(`Subject: group ${index}\r\n\r\nbody of group ${index}\r\n`);
+        return client;
+      }),
+    );
+    const before = new Set(await readdir(path.join(fixture.spool, 'incoming')));
+    // Every final dot in the same tick: they reach the server while the first commit runs.
+    const replies = await Promise.all(sessions.map((client) => client.command('.')));
+    for (const client of sessions) client.close();
+    const ids = replies.map((reply) => queueIdOf(reply));
+    const files = (await readdir(path.join(fixture.spool, 'incoming'))).filter((name) => !before.has(name));
+    assert.ok(files.length < ids.length, `${files.length} batch files for ${ids.length} messages`);
+    for (const [index, id] of ids.entries()) {
+      const { envelope, message, file } = await spooled(fixture, id);
+      assert.deepEqual(envelope.recipients.map((recipient) => recipient.address), [`g${index}@a.example`]);
+      assert.match(message.toString(), new RegExp(`\r\n\r\nbody of group ${index}\r\n$`));
+      assert.ok(files.includes(path.basename(file)), `${id} is in one of the new batch files`);
+    }
+  });
+
   test('a wrong password gets 535 5.7.8, and the password never reaches the log', async () => {
     const { client } = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.0.3' });
     await client.command('EHLO test.example');
