@@ -37,7 +37,7 @@ export async function fillIncoming(layout: SpoolLayout, count: number, message: 
 export async function writeOne(writer: MessageWriter, message: Buffer, sender: string, recipient: string): Promise<string> {
   const id = newQueueId();
   const arrivedAt = Date.now();
-  const draft = await writer.create(id);
+  const draft = writer.create(id);
   const pending = draft.append([message]);
   if (pending) await pending;
   await draft.commit({

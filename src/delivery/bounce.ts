@@ -27,7 +27,7 @@ export async function queueBounce(envelope: Envelope, original: MessageSource, f
   const dsnId = newQueueId(now);
   const originalHeaders = await readHeaderBlock(original);
   const dsn = await buildDsn({ reportingMta: context.hostname, envelope, failed, originalHeaders, now: new Date(now), dsnId });
-  const draft = await context.writer.create(dsnId);
+  const draft = context.writer.create(dsnId);
   try {
     await draft.append([dsn]);
     await draft.commit({

@@ -46,7 +46,7 @@ export async function receiveMessage(stream: Readable, session: SMTPServerSessio
   );
   let draft: MessageDraft | undefined;
   try {
-    draft = await options.writer.create(queueId);
+    draft = options.writer.create(queueId);
     const target = draft;
     await consume(stream, (chunk) => target.append(normalizer.push(chunk)));
     const tail = draft.append(normalizer.end());

@@ -41,7 +41,8 @@ export class MessageWriter {
     this.incomingDir = new DirectorySync(layout.dir('incoming'));
   }
 
-  async create(id: string): Promise<MessageDraft> {
+  /** A new message; nothing touches the disk until it outgrows memory or is committed. */
+  create(id: string): MessageDraft {
     return new MessageDraft(id, this);
   }
 
@@ -97,17 +98,18 @@ export class MessageWriter {
     // Named after its first message: queue ids are unique, so batch names are too.
     const id = group[0]!.id;
     const tmpPath = this.tmpBatchPath(id);
-    let handle: FileHandle | undefined;
     try {
-      handle = await createPrivateFile(tmpPath);
-      await writeAll(handle, group.flatMap((record) => record.parts));
-      await handle.datasync();
+      const handle = await createPrivateFile(tmpPath);
+      try {
+        await writeAll(handle, group.flatMap((record) => record.parts));
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
     } catch (error) {
-      await handle?.close().catch(() => undefined);
       await removeIfPresent(tmpPath).catch(() => undefined);
       throw spoolError('write', error);
     }
-    await closeOrClean(handle, tmpPath);
     await this.publish(id, tmpPath);
   }
 }
@@ -196,15 +198,6 @@ async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
   const { bytesWritten } = await handle.writev(buffers);
   const total = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
   if (bytesWritten < total) await handle.writeFile(Buffer.concat(buffers).subarray(bytesWritten));
-}
-
-async function closeOrClean(handle: FileHandle, tmpPath: string): Promise<void> {
-  try {
-    await handle.close();
-  } catch (error) {
-    await removeIfPresent(tmpPath).catch(() => undefined);
-    throw spoolError('close', error);
-  }
 }
 
 function spoolError(step: string, error: unknown): SpoolWriteError {

@@ -89,7 +89,7 @@ export async function startDeliveryFixture(behaviours: MxBehaviour[], zone: (hos
     resolver,
     async enqueue(sender, recipients, message, options = {}) {
       const id = newQueueId(clock.now());
-      const draft = await writer.create(id);
+      const draft = writer.create(id);
       await draft.append([crlf(message)]);
       await draft.commit(newEnvelope(sender, recipients, clock.now(), options.smtpUtf8 ?? false));
       return id;

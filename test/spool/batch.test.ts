@@ -32,7 +32,7 @@ function body(index: number, size: number): Buffer {
 /** Streams `message` into a draft in 16 KiB chunks, as smtp-server hands DATA over, and commits it. */
 async function submit(writer: MessageWriter, message: Buffer): Promise<string> {
   const id = newQueueId();
-  const draft = await writer.create(id);
+  const draft = writer.create(id);
   for (let offset = 0; offset < message.length; offset += 16 * 1024) {
     const pending = draft.append([message.subarray(offset, offset + 16 * 1024)]);
     if (pending) await pending;
@@ -94,7 +94,7 @@ describe('spool batch files (group commit)', () => {
   });
 
   test('a draft discarded after it spilled to disk leaves nothing behind', async () => {
-    const draft = await new MessageWriter(layout).create(newQueueId());
+    const draft = new MessageWriter(layout).create(newQueueId());
     await draft.append([Buffer.alloc(200 * 1024, 'x')]);
     assert.equal((await readdir(layout.dir('tmp'))).length, 1, 'streaming to tmp/');
     await draft.discard();
