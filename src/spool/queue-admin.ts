@@ -230,8 +230,10 @@ export class QueueAdmin {
           await this.store.release(claim);
           continue;
         }
-        if (action === 'hold') await this.store.detach(claim, claim.batch!.envelope, path.basename(await this.targetOf('hold', item)), 'held');
-        else await claim.batch!.file.settle(claim.id);
+        if (action === 'hold') {
+          await this.ensureHeldDir();
+          await this.store.detach(claim, claim.batch!.envelope, `${claim.id}.json`, 'held');
+        } else await claim.batch!.file.settle(claim.id);
         acted.push(selected);
       }
     } finally {
@@ -256,10 +258,15 @@ export class QueueAdmin {
     this.touched.clear();
   }
 
+  /** A spool made before held/ existed has none. */
+  private async ensureHeldDir(): Promise<void> {
+    await mkdir(this.layout.dir('held'), { recursive: true, mode: 0o700 });
+  }
+
   private async targetOf(action: AdminAction, item: SpoolItem): Promise<string> {
     switch (action) {
       case 'hold':
-        await mkdir(this.layout.dir('held'), { recursive: true, mode: 0o700 }); // a spool made before held/ existed
+        await this.ensureHeldDir();
         return path.join(this.layout.dir('held'), `${item.id}.json`);
       case 'delete':
         return path.join(this.layout.dir('tmp'), `${item.id}.deleting`);
