@@ -4,7 +4,7 @@ import { readBatch } from './batch-file.js';
 import { FINAL_STATES, parseEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 import type { MessageSource } from './message-source.js';
-import { isBatchName, parseDeferredName, parseIncomingName } from './queue-store.js';
+import { entryNames, isBatchName, parseDeferredName, parseIncomingName } from './queue-store.js';
 
 /**
  * Where a message is in its life: waiting for a first try, waiting for a retry, kept out of delivery by the
@@ -111,7 +111,7 @@ export async function findQueueItem(layout: SpoolLayout, id: string): Promise<Sp
     const found = (await readEntry(file, state)).find((item) => item.id === id);
     if (found) return found;
   }
-  for (const corrupt of [name, `${id}.batch`].map((entry) => path.join(layout.dir('corrupt'), entry))) {
+  for (const corrupt of entryNames(id).map((entry) => path.join(layout.dir('corrupt'), entry))) {
     if (await access(corrupt).then(() => true, () => false)) return { id, state: 'corrupt', file: corrupt, envelope: isBatchName(corrupt) ? null : await readEnvelope(corrupt) };
   }
   return undefined;

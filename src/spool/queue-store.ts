@@ -94,10 +94,23 @@ export function parseDeferredName(name: string): DeferredEntry | undefined {
   return match ? { due: parseInt(match[1]!, 36), id: match[2]!, name } : undefined;
 }
 
-/** The id in `<id>.json` (an envelope) or `<id>.batch` (a batch named after its first message). */
+/**
+ * A batch file mta-queue put back after its claimer died. Only such a batch can hold messages already detached
+ * into entries of their own, so only its messages are looked up before delivery.
+ */
+const RECOVERED_BATCH = '.recovered.batch';
+const ENTRY_SUFFIXES = ['.json', '.batch', RECOVERED_BATCH];
+
+/** Every name an entry for `id` can have in incoming/, held/, active/<pid>/ or corrupt/. */
+export function entryNames(id: string): string[] {
+  return ENTRY_SUFFIXES.map((suffix) => `${id}${suffix}`);
+}
+
+/** The id in `<id>.json` (an envelope) or `<id>.batch`, `<id>.recovered.batch` (a batch named after its first message). */
 export function parseIncomingName(name: string): string | undefined {
-  const id = isBatchName(name) || name.endsWith('.json') ? name.slice(0, -path.extname(name).length) : '';
-  return isQueueId(id) ? id : undefined;
+  const dot = name.indexOf('.');
+  const id = name.slice(0, dot);
+  return dot > 0 && ENTRY_SUFFIXES.includes(name.slice(dot)) && isQueueId(id) ? id : undefined;
 }
 
 export function isBatchName(name: string): boolean {
@@ -142,7 +155,8 @@ export class QueueStore {
       for (const name of await readdir(dir).catch(ignoreMissing([]))) {
         const id = parseIncomingName(name);
         if (!id) continue;
-        const moved = await rename(path.join(dir, name), path.join(this.layout.dir('incoming'), name)).then(() => true, ignoreMissing(false));
+        const target = isBatchName(name) ? `${id}${RECOVERED_BATCH}` : name;
+        const moved = await rename(path.join(dir, name), path.join(this.layout.dir('incoming'), target)).then(() => true, ignoreMissing(false));
         if (moved) recovered.push(id);
       }
       if (!own) await rmdir(dir).catch(() => undefined);
@@ -182,8 +196,8 @@ export class QueueStore {
 
   /**
    * The messages of a claimed file. An unreadable file is moved to corrupt/ and the error rethrown for the log.
-   * A batch message that already has an entry of its own (detached before a crash) is not delivered from the
-   * batch again.
+   * A message of a recovered batch that already has an entry of its own (detached before the crash) is not
+   * delivered from the batch again.
    */
   async open(claimed: ClaimedFile): Promise<ClaimedMessage[]> {
     if (!isBatchName(claimed.path)) {
@@ -196,7 +210,8 @@ export class QueueStore {
     }
     const records = await this.parseOrSetAside(claimed, () => readBatch(claimed.path));
     const batch = new ClaimedBatch(claimed.path, records.map((record) => record.envelope.id));
-    const detached = await Promise.all(records.map((record) => this.hasOwnEntry(record.envelope.id)));
+    const recovered = claimed.path.endsWith(RECOVERED_BATCH);
+    const detached = await Promise.all(records.map((record) => recovered && this.hasOwnEntry(record.envelope.id)));
     const messages: ClaimedMessage[] = [];
     for (const [index, { envelope, source }] of records.entries()) {
       if (detached[index]) await batch.settle(envelope.id);
