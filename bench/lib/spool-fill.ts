@@ -5,7 +5,7 @@ import { ENVELOPE_VERSION, newRecipient, serializeEnvelope, type Envelope } from
 import { spoolLayout, type SpoolLayout } from '../../src/spool/layout.js';
 import { scanQueue } from '../../src/spool/queue-listing.js';
 import { MessageWriter } from '../../src/spool/message-writer.js';
-import { deferredName } from '../../src/spool/queue-store.js';
+import { deferredName } from '../../src/spool/entry-names.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 
 const CLIENT = { address: '127.0.0.1', hostname: null, helo: 'client.bench.test', tls: null };

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Command } from 'commander';
 import { resolveServerConfig, type ServerFlags } from '../config/server-config.js';
 import { setUserSecret } from '../config/users-file.js';
-import { hashPassword } from '../intake/password-hash.js';
+import { hashPassword } from '../shared/password-hash.js';
 import { startServer } from '../intake/server.js';
 import { ConfigError } from '../shared/errors.js';
 import { createMetricsRegistry } from '../shared/metrics.js';

@@ -10,7 +10,6 @@ import { FINAL_STATES } from '../spool/envelope.js';
 import { spoolLayout, type SpoolLayout } from '../spool/layout.js';
 import {
   ADMIN_ACTIONS,
-  FILTER_STATES,
   QueueAdmin,
   checkBulkState,
   formatReply,
@@ -19,12 +18,11 @@ import {
   matchesFilter,
   selectForAction,
   type AdminAction,
-  type FilterState,
   type QueueFilter,
 } from '../spool/queue-admin.js';
 import { isQueueId } from '../spool/queue-id.js';
 import { readHeaderBlock, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
-import { describeItem, findQueueItem, scanQueue, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
+import { describeItem, FILTER_STATES, findQueueItem, scanQueue, type FilterState, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
 import { envOption } from './run-cli.js';
 
 /**

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import selfsigned from 'selfsigned';
 import { setUserSecret } from '../config/users-file.js';
-import { hashPassword } from '../intake/password-hash.js';
+import { hashPassword } from '../shared/password-hash.js';
 
 /**
  * `npm start`: a working local relay from a fresh clone, in the foreground. Creates what is missing (a

@@ -1,5 +1,5 @@
 import { ConfigError } from '../shared/errors.js';
-import { parseRetrySchedule } from '../delivery/retry-policy.js';
+import { parseRetrySchedule } from './retry-schedule.js';
 import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
 import { parseDuration, parsePort, parsePositiveInteger } from './units.js';
 

@@ -2,8 +2,8 @@ import { chown, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../shared/errors.js';
-import { parseCredential, type Credential } from '../intake/password-hash.js';
-import { removeIfPresent } from '../spool/durable.js';
+import { parseCredential, type Credential } from '../shared/password-hash.js';
+import { removeIfPresent } from '../shared/files.js';
 
 /**
  * users.txt: one `user:secret` per line, where the secret is a plain password (the seed relay's format) or
@@ -50,8 +50,11 @@ export async function setUserSecret(filePath: string, user: string, secret: stri
   const tmpPath = path.join(path.dirname(filePath), `.${path.basename(filePath)}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     await writeFile(tmpPath, lines.join('\n') + '\n', { mode: previous ? previous.mode & 0o777 : 0o600, flag: 'wx' });
-    // Run as root for a service user's file, the rewrite must stay readable by that user: keep the owner.
-    if (previous && process.getuid?.() === 0) await chown(tmpPath, previous.uid, previous.gid);
+    // Run as root for a service user's file, the rewrite must stay readable by that user: keep the owner. Anyone
+    // else may only give a file to themselves, which it already is (EPERM then changes nothing).
+    if (previous) await chown(tmpPath, previous.uid, previous.gid).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPERM') throw error;
+    });
     await rename(tmpPath, filePath);
   } catch (error) {
     await removeIfPresent(tmpPath).catch(() => undefined);

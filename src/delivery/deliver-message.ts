@@ -1,7 +1,7 @@
 import type { Clock } from '../shared/clock.js';
 import { groupBy } from '../shared/collections.js';
 import type { Logger } from '../shared/logger.js';
-import { domainOf } from '../intake/address-syntax.js';
+import { domainOf } from '../shared/addresses.js';
 import { FINAL_STATES, type Envelope, type RecipientRecord, type RecipientState } from '../spool/envelope.js';
 import { readSource, streamSource, type MessageSource } from '../spool/message-source.js';
 import type { Claim, QueueStore } from '../spool/queue-store.js';

@@ -2,7 +2,7 @@ import { readMessageHead } from '../spool/header-block.js';
 import type { MessageSource } from '../spool/message-source.js';
 import { foldLines } from 'nodemailer/lib/mime-funcs';
 import MimeNode from 'nodemailer/lib/mime-node';
-import { formatRfc5322Date } from '../intake/received-header.js';
+import { formatRfc5322Date } from '../shared/dates.js';
 import type { Envelope, RecipientRecord, RecordedReply } from '../spool/envelope.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { DeferredEntry } from '../spool/queue-store.js';
+import type { DeferredEntry } from '../spool/entry-names.js';
 
 /**
  * Deferred entries ordered by due time (a binary min-heap), so finding what is due costs nothing per poll

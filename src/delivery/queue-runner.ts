@@ -9,7 +9,8 @@ import { isLoopback, startMetricsServer, type MetricsServer } from '../shared/me
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
 import { MessageWriter } from '../spool/message-writer.js';
 import { queueIdTime } from '../spool/queue-id.js';
-import { deferredName, isBatchName, QueueStore, type Candidate, type Claim, type ClaimedFile, type ClaimedMessage, type DeferredEntry } from '../spool/queue-store.js';
+import { deferredName, isBatchName, type Candidate, type DeferredEntry } from '../spool/entry-names.js';
+import { QueueStore, type Claim, type ClaimedFile, type ClaimedMessage } from '../spool/queue-store.js';
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
 import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
 import { CachingResolver } from './dns-cache.js';

@@ -23,8 +23,3 @@ function isValidDomain(domain: string): boolean {
   }
   return domain.length <= 253 && domain.split('.').every((label) => LABEL.test(label));
 }
-
-/** The part after the last @, lower-cased: what delivery groups by and resolves. */
-export function domainOf(address: string): string {
-  return address.slice(address.lastIndexOf('@') + 1).toLowerCase();
-}

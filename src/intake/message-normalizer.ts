@@ -1,4 +1,4 @@
-import { MessageTooLargeError } from '../shared/errors.js';
+import { MessageTooLargeError } from './refusals.js';
 
 const CR = 0x0d;
 const LF = 0x0a;

@@ -1,3 +1,4 @@
+import { formatRfc5322Date } from '../shared/dates.js';
 import type { HeaderAdditions } from './message-normalizer.js';
 
 export interface ReceivedDetails {
@@ -11,11 +12,6 @@ export interface ReceivedDetails {
   tls: { version: string; cipher: string } | null;
   recipients: string[];
   date: Date;
-}
-
-/** RFC 5322 §3.3 date-time in UTC, e.g. `Thu, 26 Nov 2026 10:08:42 +0000`. */
-export function formatRfc5322Date(date: Date): string {
-  return date.toUTCString().replace(/GMT$/, '+0000');
 }
 
 /**

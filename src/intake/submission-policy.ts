@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerSession } from 'smtp-server';
+import type { RelayError } from '../shared/errors.js';
 import {
   AuthFailedError,
   AuthRequiredError,
@@ -8,8 +9,7 @@ import {
   InvalidSenderError,
   TooManyConnectionsError,
   TooManyRecipientsError,
-  type RelayError,
-} from '../shared/errors.js';
+} from './refusals.js';
 import type { Logger } from '../shared/logger.js';
 import type { AuthThrottle } from './auth-throttle.js';
 import type { UserStore } from './user-store.js';

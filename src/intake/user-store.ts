@@ -1,5 +1,5 @@
 import { loadUsersFile } from '../config/users-file.js';
-import { verifyPassword, type Credential } from './password-hash.js';
+import { verifyPassword, type Credential } from '../shared/password-hash.js';
 
 /** Unknown users are checked against this, so a probe cannot tell "no such user" from "wrong password" by time. */
 const DECOY: Credential = {

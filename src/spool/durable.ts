@@ -1,6 +1,9 @@
-import { open, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { removeIfPresent } from '../shared/files.js';
+
+export { removeIfPresent };
 
 /**
  * Group commit for directory entries. A rename is durable only once its directory is fsynced; every writer
@@ -72,12 +75,4 @@ export async function replaceFileDurably(tmpPath: string, finalPath: string, dat
     throw error;
   }
   await directory.sync();
-}
-
-export async function removeIfPresent(filePath: string): Promise<void> {
-  try {
-    await unlink(filePath);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
 }

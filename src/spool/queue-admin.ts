@@ -6,8 +6,9 @@ import { DirectorySync, removeIfPresent } from './durable.js';
 import { FINAL_STATES, type Envelope, type RecordedReply } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 import { queueIdTime } from './queue-id.js';
-import { findQueueItem, type QueueState, type SpoolItem } from './queue-listing.js';
-import { parseIncomingName, QueueStore } from './queue-store.js';
+import { filterStateOf, findQueueItem, type FilterState, type QueueState, type SpoolItem } from './queue-listing.js';
+import { parseIncomingName } from './entry-names.js';
+import { QueueStore } from './queue-store.js';
 
 /**
  * Queue administration (Postfix's postqueue/postsuper): select messages by a filter, then flush, hold, release
@@ -15,14 +16,6 @@ import { parseIncomingName, QueueStore } from './queue-store.js';
  * so it races a delivery claim the way two mta-queue processes race each other (docs/spool.md): exactly one
  * rename wins, and the loser gets ENOENT. A message in active/ is never touched.
  */
-
-/** The states an operator names (`--state`); `failed` is what `list` shows as `corrupt`: entries in corrupt/. */
-export const FILTER_STATES = ['incoming', 'deferred', 'held', 'active', 'failed'] as const;
-export type FilterState = (typeof FILTER_STATES)[number];
-
-export function filterStateOf(state: QueueState): FilterState {
-  return state === 'corrupt' ? 'failed' : state;
-}
 
 /** Every criterion given must hold (AND); an empty filter matches everything. */
 export interface QueueFilter {

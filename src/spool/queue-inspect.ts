@@ -2,7 +2,7 @@ import { readMessageHead } from './header-block.js';
 import path from 'node:path';
 import type { SpoolLayout } from './layout.js';
 import type { MessageSource } from './message-source.js';
-import { filterStateOf, type FilterState } from './queue-admin.js';
+import { filterStateOf, type FilterState } from './queue-listing.js';
 import type { SpoolItem } from './queue-listing.js';
 
 /** `mta-queue show` reads at most this much of a message: its header block, never the body. */

@@ -4,13 +4,21 @@ import { readBatch } from './batch-file.js';
 import { FINAL_STATES, parseEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 import type { MessageSource } from './message-source.js';
-import { entryNames, isBatchName, parseDeferredName, parseIncomingName } from './queue-store.js';
+import { entryNames, isBatchName, parseDeferredName, parseIncomingName } from './entry-names.js';
 
 /**
  * Where a message is in its life: waiting for a first try, waiting for a retry, kept out of delivery by the
  * operator, being delivered, set aside.
  */
 export type QueueState = 'incoming' | 'deferred' | 'held' | 'active' | 'corrupt';
+
+/** The states an operator names (`--state`); `failed` is what `list` shows as `corrupt`: entries in corrupt/. */
+export const FILTER_STATES = ['incoming', 'deferred', 'held', 'active', 'failed'] as const;
+export type FilterState = (typeof FILTER_STATES)[number];
+
+export function filterStateOf(state: QueueState): FilterState {
+  return state === 'corrupt' ? 'failed' : state;
+}
 
 /** One entry of the spool as found on disk: the file an admin action renames, and its envelope if readable. */
 export interface SpoolItem {

@@ -7,7 +7,7 @@ import { QueueRunner } from '../../src/delivery/queue-runner.js';
 import { serializeEnvelope } from '../../src/spool/envelope.js';
 import { QueueAdmin } from '../../src/spool/queue-admin.js';
 import { scanQueue } from '../../src/spool/queue-listing.js';
-import { deferredName, parseDeferredName } from '../../src/spool/queue-store.js';
+import { deferredName, parseDeferredName } from '../../src/spool/entry-names.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import { readSpooled } from '../helpers/spool-reader.js';
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { nextAttemptAt, parseRetrySchedule } from '../../src/delivery/retry-policy.js';
+import { parseRetrySchedule } from '../../src/config/retry-schedule.js';
+import { nextAttemptAt } from '../../src/delivery/retry-policy.js';
 import { ConfigError } from '../../src/shared/errors.js';
 
 const S = 1000;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { domainOf, isValidMailbox } from '../../src/intake/address-syntax.js';
+import { domainOf } from '../../src/shared/addresses.js';
+import { isValidMailbox } from '../../src/intake/address-syntax.js';
 
 test('mailbox syntax (RFC 5321 §4.1.2, UTF-8 per RFC 6531)', () => {
   for (const [address, valid] of [

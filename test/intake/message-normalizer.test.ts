@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MessageNormalizer } from '../../src/intake/message-normalizer.js';
-import { MessageTooLargeError } from '../../src/shared/errors.js';
+import { MessageTooLargeError } from '../../src/intake/refusals.js';
 
 const ADDITIONS = {
   prepend: 'Received: x\r\n',

@@ -9,7 +9,7 @@ import { checkBulkState, judgeAction, matchesFilter, QueueAdmin, selectForAction
 import { newQueueId } from '../../src/spool/queue-id.js';
 import { readHeaderBlock, queueStats } from '../../src/spool/queue-inspect.js';
 import { findQueueItem, scanQueue, type QueueState, type SpoolItem } from '../../src/spool/queue-listing.js';
-import { deferredName } from '../../src/spool/queue-store.js';
+import { deferredName } from '../../src/spool/entry-names.js';
 import { LogCapture } from '../helpers/log-capture.js';
 import { tempDir } from '../helpers/temp.js';
 

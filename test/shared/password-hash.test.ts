@@ -3,7 +3,7 @@ import { chown, writeFile, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { parseUsers, setUserSecret } from '../../src/config/users-file.js';
-import { hashPassword, parseCredential, verifyPassword } from '../../src/intake/password-hash.js';
+import { hashPassword, parseCredential, verifyPassword } from '../../src/shared/password-hash.js';
 import { ConfigError } from '../../src/shared/errors.js';
 import { tempDir } from '../helpers/temp.js';
 
