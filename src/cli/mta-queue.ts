@@ -2,19 +2,13 @@ import { Resolver } from 'node:dns/promises';
 import os from 'node:os';
 import { Command } from 'commander';
 import { resolveQueueConfig, type QueueFlags } from '../config/queue-config.js';
+import { mxTransport } from '../delivery/mx-transport.js';
 import { QueueRunner } from '../delivery/queue-runner.js';
+import { systemClock } from '../shared/clock.js';
 import { createMetricsRegistry } from '../shared/metrics.js';
+import { newLeaseToken, procProcessTable } from './process-table.js';
 import { addQueueAdminCommands } from './queue-admin-cli.js';
 import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
-
-function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 const program = new Command('mta-queue')
   .description("delivery daemon: delivers the spool's messages to each recipient's MX, retries, and bounces")
@@ -44,7 +38,7 @@ const program = new Command('mta-queue')
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
     const metrics = config.metrics ? createMetricsRegistry() : undefined;
-    const runner = new QueueRunner(config, { logger, resolver, pid: process.pid, isAlive: isProcessAlive, metrics });
+    const runner = new QueueRunner(config, { logger, transport: mxTransport(config, resolver, systemClock), processes: procProcessTable(), leaseToken: newLeaseToken(), metrics });
     if (flags.once) {
       await runner.start({ watch: false });
       await runner.drain();

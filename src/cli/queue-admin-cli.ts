@@ -21,6 +21,7 @@ import {
   type QueueFilter,
 } from '../spool/queue-admin.js';
 import { isQueueId } from '../spool/queue-id.js';
+import { newLeaseToken, procProcessTable } from './process-table.js';
 import { readHeaderBlock, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
 import { describeItem, FILTER_STATES, findQueueItem, scanQueue, type FilterState, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
 import { envOption } from './run-cli.js';
@@ -208,7 +209,7 @@ async function runAction(action: AdminAction, id: string | undefined, flags: Act
     for (const { item, reason } of skipped) out(`would skip ${item.id}: ${reason}\n`);
     return out(`dry run: ${change.length} message(s) would be ${done}, ${skipped.length} skipped; nothing changed\n`);
   }
-  const admin = new QueueAdmin(layout, auditLogger());
+  const admin = new QueueAdmin(layout, auditLogger(), procProcessTable(), newLeaseToken());
   admin.plan(change);
   const changed: SpoolItem[] = [];
   try {

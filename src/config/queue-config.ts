@@ -16,6 +16,8 @@ export interface QueueConfig extends ObservabilityConfig {
   /** Fallback scan of incoming/ for when file-system events are missed (network filesystems, overflow). */
   pollInterval: number;
   connectTimeout: number;
+  /** A message whose delivery failed for a reason of ours (not the remote's: the disk, a bug) waits this long. */
+  localErrorBackoff: number;
 }
 
 export type QueueFlags = Record<keyof typeof QUEUE_FLAG_DEFAULTS, string | undefined>;
@@ -51,6 +53,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     maxConnectionsPerDestination: parsePositiveInteger(value('maxConnectionsPerDestination'), '--max-connections-per-destination', 1000),
     pollInterval: parseDuration(value('pollInterval'), '--poll-interval'),
     connectTimeout: parseDuration(value('connectTimeout'), '--connect-timeout'),
+    localErrorBackoff: 60_000,
     ...resolveObservability(value),
   };
 }

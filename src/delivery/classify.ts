@@ -79,6 +79,10 @@ const NETWORK_ERRORS: Readonly<Record<string, string>> = {
   EPIPE: '4.4.2',
   ETLS: '4.4.2',
   EPROTOCOL: '4.4.2',
+  // Ours: a reply that did not complete within its deadline (smtp-deadlines.ts), and an MX address we refuse to
+  // connect to (0.0.0.0/8, ::) because on Linux it reaches this machine's own listeners (X.4.4 unable to route).
+  EDEADLINE: '4.4.2',
+  EUNSPECIFIEDADDR: '4.4.4',
   EDNS: '4.4.3',
   ESERVFAIL: '4.4.3',
   ETIMEOUT: '4.4.3',
@@ -101,11 +105,12 @@ interface DeliveryErrorFields {
 
 export function classifyDeliveryError(error: unknown): { verdict: Verdict; reply: RecordedReply } {
   const fields: DeliveryErrorFields = typeof error === 'object' && error !== null ? error : {};
-  const message = oneLine(typeof fields.message === 'string' ? fields.message : typeof error === 'object' ? 'unknown error' : String(error));
+  // nodemailer appends the whole reply to its message, so the message is bounded like a reply.
+  const message = oneLine(replyExcerpt(typeof fields.message === 'string' ? fields.message : typeof error === 'object' ? 'unknown error' : String(error)));
 
   if (typeof fields.responseCode === 'number') {
     const code = fields.responseCode;
-    const response = typeof fields.response === 'string' ? fields.response : '';
+    const response = typeof fields.response === 'string' ? replyExcerpt(fields.response) : '';
     const remoteEnhanced = parseEnhancedCode(response);
     return { verdict: classifySmtpReply(code, remoteEnhanced), reply: recordReply(code, remoteEnhanced, response, message) };
   }
@@ -138,4 +143,39 @@ function recordReply(code: number, remoteEnhanced: string | null, response: stri
 
 function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * How much of a remote reply is kept (envelope, logs, DSNs, metrics all read the kept copy). A hostile or broken
+ * MX can answer with megabytes of continuation lines; a person reading a bounce needs the first few lines.
+ */
+export const REPLY_EXCERPT = { maxLines: 8, maxLineBytes: 512, maxBytes: 2048, marker: '…' } as const;
+
+/** The first lines of a reply, each and all bounded in UTF-8 bytes, with REPLY_EXCERPT.marker where anything was cut. */
+export function replyExcerpt(raw: string, limits: { maxLines: number; maxLineBytes: number; maxBytes: number; marker: string } = REPLY_EXCERPT): string {
+  const lines = raw.split(/\r?\n/);
+  const kept: string[] = [];
+  let budget = limits.maxBytes;
+  let cut = lines.length > limits.maxLines;
+  for (const line of lines.slice(0, limits.maxLines)) {
+    // The line break before every line but the first counts against the total.
+    if (kept.length) budget -= 1;
+    const room = Math.max(0, Math.min(limits.maxLineBytes, budget));
+    const bytes = Buffer.byteLength(line);
+    if (bytes > room) cut = true;
+    const piece = bytes > room ? truncateUtf8(line, room) : line;
+    budget -= Buffer.byteLength(piece);
+    kept.push(piece);
+    if (budget <= 0) {
+      cut ||= kept.length < lines.length;
+      break;
+    }
+  }
+  const text = kept.join('\n');
+  return cut ? `${text}${limits.marker}` : text;
+}
+
+function truncateUtf8(text: string, bytes: number): string {
+  // A cut inside a multi-byte character decodes to U+FFFD; drop it rather than keep a broken character.
+  return Buffer.from(text).subarray(0, bytes).toString('utf8').replace(/\uFFFD+$/, '');
 }

@@ -7,12 +7,17 @@ import { readSource, streamSource, type MessageSource } from '../spool/message-s
 import type { Claim, QueueStore } from '../spool/queue-store.js';
 import { queueBounce, type BounceContext } from './bounce.js';
 import type { DeliveryMetrics } from './delivery-metrics.js';
-import type { DomainAttempt, MxTransport, OutgoingMessage, RecipientOutcome } from './mx-transport.js';
+import { readMessageHead } from '../spool/header-block.js';
+import { countReceivedHeaders, loopReply } from './hop-limit.js';
+import type { DeliverySlots } from './limiter.js';
+import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport } from './transport.js';
 import { nextAttemptAt } from './retry-policy.js';
 
 export interface DeliveryContext extends BounceContext {
   store: QueueStore;
-  transport: MxTransport;
+  transport: Transport;
+  /** `--max-connections-per-destination`, then `--concurrency`. */
+  slots: DeliverySlots;
   clock: Clock;
   logger: Logger;
   retrySchedule: number[];
@@ -22,6 +27,8 @@ export interface DeliveryContext extends BounceContext {
 
 /** Messages up to this size are read once and shared by all domains' transactions; larger ones stream from disk. */
 const BUFFERED_BODY_LIMIT = 1024 * 1024;
+/** The header block is read this far to count Received: lines; a loop has far fewer bytes of them. */
+const HEAD_READ_LIMIT = 64 * 1024;
 
 /**
  * One delivery attempt for a claimed message: every recipient not yet final, one transaction per domain,
@@ -32,14 +39,23 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
   const started = context.clock.now();
   const due = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state));
   const attempt = Math.max(0, ...due.map((recipient) => recipient.attempts)) + 1;
-  const message = await outgoingMessage(envelope, claim.source);
+  // Read once, when the first destination has a slot: a message waiting for a slot holds no body in memory.
+  let message: Promise<OutgoingMessage> | undefined;
+  const looping = loopReply(countReceivedHeaders((await readMessageHead(claim.source, HEAD_READ_LIMIT)).bytes));
   const byDomain = groupBy(due, (recipient) => domainOf(recipient.address));
   const attempts = await Promise.all(
     [...byDomain].map(async ([domain, recipients]) => {
+      if (looping) return { domain, recipients, result: everyRecipient(recipients, { verdict: 'permanent', reply: looping }) };
       const domainStarted = context.clock.now();
-      const result = await context.transport.deliver(domain, recipients.map((r) => r.address), message);
-      context.metrics?.domainAttempt((context.clock.now() - domainStarted) / 1000);
-      return { domain, recipients, result };
+      const release = await context.slots.acquire(domain);
+      try {
+        message ??= outgoingMessage(envelope, claim.source);
+        const result = await context.transport.deliver(domain, recipients.map((r) => r.address), await message);
+        context.metrics?.domainAttempt((context.clock.now() - domainStarted) / 1000);
+        return { domain, recipients, result };
+      } finally {
+        release();
+      }
     }),
   );
   const now = context.clock.now();
@@ -51,20 +67,27 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
     }
     logAttempt(context.logger, envelope.id, domain, recipients, result, attempt, now - started);
   }
-  if (envelope.recipients.every((recipient) => FINAL_STATES.has(recipient.state))) {
-    const failed = envelope.recipients.filter((recipient) => recipient.state === 'bounced' || recipient.state === 'expired');
-    if (failed.length > 0) {
-      // Final states first: a crash before the unlink then repeats at most the DSN, never the deliveries.
-      await context.store.save(claim, envelope);
-      await queueBounce(envelope, claim.source, failed, context);
+  // Recorded only while the claim is still ours: given back at shutdown meanwhile, the outcome is dropped.
+  return context.store.whileHeld(claim, async () => {
+    if (envelope.recipients.every((recipient) => FINAL_STATES.has(recipient.state))) {
+      const failed = envelope.recipients.filter((recipient) => recipient.state === 'bounced' || recipient.state === 'expired');
+      if (failed.length > 0) {
+        // Final states first: a crash before the unlink then repeats at most the DSN, never the deliveries.
+        await context.store.save(claim, envelope);
+        await queueBounce(envelope, claim.source, failed, context);
+      }
+      await context.store.complete(claim);
+      context.logger.info({ event: 'completed', queueId: envelope.id, ...countStates(envelope.recipients) }, 'message completed');
+      return 'completed';
     }
-    await context.store.complete(claim);
-    context.logger.info({ event: 'completed', queueId: envelope.id, ...countStates(envelope.recipients) }, 'message completed');
-    return 'completed';
-  }
-  envelope.nextAttemptAt = retryAt ?? now;
-  await context.store.defer(claim, envelope);
-  return 'deferred';
+    envelope.nextAttemptAt = retryAt ?? now;
+    await context.store.defer(claim, envelope);
+    return 'deferred';
+  });
+}
+
+function everyRecipient(recipients: RecipientRecord[], outcome: RecipientOutcome): DomainAttempt {
+  return { outcomes: new Map(recipients.map((recipient) => [recipient.address, outcome])), mx: null, ip: null, tls: null };
 }
 
 function applyOutcome(recipient: RecipientRecord, attempt: DomainAttempt, retryAt: number | null, now: number, attemptNumber: number): void {

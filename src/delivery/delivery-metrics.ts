@@ -12,6 +12,8 @@ export interface QueueSnapshot {
   active: number;
   /** First-seen time of the oldest message this process knows of (queue ids carry it), null when none. */
   oldestArrivedAt: number | null;
+  /** Entries in this process's claim directory that none of its claims accounts for, at the last poll. */
+  stranded: number;
 }
 
 type Outcome = 'delivered' | 'deferred' | 'bounced' | 'expired';
@@ -70,6 +72,14 @@ export class DeliveryMetrics {
       },
     });
     const [incoming, deferred, active] = [size.labels('incoming'), size.labels('deferred'), size.labels('active')];
+    new Gauge({
+      name: 'mta_queue_stranded_claims',
+      help: "entries in this process's active/ directory that no delivery accounts for (a failure on our side); given back to incoming/ at each poll",
+      registers,
+      collect() {
+        this.set(snapshot().stranded);
+      },
+    });
     new Gauge({
       name: 'mta_queue_oldest_message_age_seconds',
       help: 'age of the oldest message still queued (from its queue id), 0 when the queue is empty',

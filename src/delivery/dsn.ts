@@ -156,7 +156,7 @@ function ascii(text: string): string {
 }
 
 /** The original header block for the DSN's text/rfc822-headers part: whole lines only, at most `limit` bytes. */
-export async function readHeaderBlock(message: string | MessageSource, limit = 256 * 1024): Promise<Buffer> {
+export async function readHeaderBlock(message: MessageSource, limit = 256 * 1024): Promise<Buffer> {
   const head = await readMessageHead(message, limit);
   if (head.complete) return head.bytes;
   const lastLineEnd = head.bytes.lastIndexOf(CRLF);

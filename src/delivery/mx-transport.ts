@@ -1,104 +1,109 @@
-import type { Readable } from 'node:stream';
+import type { QueueConfig } from '../config/queue-config.js';
+import type { Clock } from '../shared/clock.js';
 import type { RecordedReply } from '../spool/envelope.js';
-import { classifyDeliveryError, classifySmtpReply, parseEnhancedCode, type Verdict } from './classify.js';
-import { KeyedLimiter } from './limiter.js';
-import { RemoteSession, StartTlsFailedError, type SessionTarget, type TlsDetails } from './remote-session.js';
-import { DnsLookupError, resolveMxTargets, type DnsResolver } from './resolve-mx.js';
-
-export interface RecipientOutcome {
-  verdict: Verdict;
-  reply: RecordedReply;
-}
-
-/** One attempt at one destination domain: every recipient's outcome, and where it was decided. */
-export interface DomainAttempt {
-  outcomes: Map<string, RecipientOutcome>;
-  mx: string | null;
-  ip: string | null;
-  tls: TlsDetails | null;
-}
+import { classifySmtpReply } from './classify.js';
+import { DeliveryFailure, deliveryFailureFrom } from './delivery-failure.js';
+import { CachingResolver } from './dns-cache.js';
+import { mayTryAnotherAddress, MX_LIMITS, type MxLimits, type MxWalk } from './mx-order.js';
+import { RemoteSession, type SessionTarget } from './remote-session.js';
+import { resolveMxTargets, type DnsResolver } from './resolve-mx.js';
+import { POSTFIX_DEADLINES, type SmtpDeadlines } from './smtp-deadlines.js';
+import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
 
 export interface TransportOptions {
   resolver: DnsResolver;
   port: number;
   ehloName: string;
+  /** Idle connections kept per MX address. */
   maxConnectionsPerDestination: number;
-  timeouts: SessionTarget['timeouts'];
+  /** How long each reply may take; POSTFIX_DEADLINES for what is not given. */
+  deadlines?: Partial<SmtpDeadlines>;
+  /** Longest reply read at all (default MAX_REPLY_BYTES, 64 KiB). */
+  maxReplyBytes?: number;
+  /** How far one delivery walks the MX list (default MX_LIMITS: 5 addresses, 2 greeted sessions). */
+  mxLimits?: MxLimits;
   /** How long an idle connection is kept for the next message to the same MX. */
   idleTimeout: number;
   /** Told of every failed DNS look-up (for the metrics), whether or not another MX then took the mail. */
   onDnsFailure?(permanent: boolean): void;
 }
 
-export interface OutgoingMessage {
-  sender: string;
-  /** A fresh body for each transaction (a buffer is shared, a file is re-opened). */
-  body(): Buffer | Readable;
-  /** The envelope holds UTF-8 addresses (RFC 6531): only an MX that offers SMTPUTF8 may take it. */
-  needsSmtpUtf8: boolean;
-}
-
 const SMTPUTF8_REFUSAL: RecordedReply = { code: null, enhanced: '5.6.7', text: 'the MX does not offer SMTPUTF8, which this message needs (RFC 6531)' };
+const NOTHING_TRIED: RecordedReply = { code: null, enhanced: '4.4.4', text: 'no MX address could be tried' };
+
+/** How long DNS answers are reused; short, since node's resolver gives no TTL for MX records. */
+const DNS_CACHE_MS = 60_000;
+
+/** The MX transport as mta-queue's configuration asks for it. */
+export function mxTransport(config: QueueConfig, resolver: DnsResolver, clock: Clock): TransportFactory {
+  return (hooks) =>
+    new MxTransport({
+      resolver: new CachingResolver(resolver, DNS_CACHE_MS, () => clock.now()),
+      port: config.smtpPort,
+      ehloName: config.hostname,
+      maxConnectionsPerDestination: config.maxConnectionsPerDestination,
+      // --connect-timeout has always bounded the banner too (a silent MX costs one timeout, not Postfix's 300 s).
+      deadlines: { connect: config.connectTimeout, greeting: config.connectTimeout },
+      idleTimeout: 10_000,
+      onDnsFailure: hooks.onDnsFailure,
+    });
+}
 
 /**
  * Delivers to a domain's MXes: walks them in order (and each one's addresses) until one takes the
- * transaction; a connection failure or a refused greeting moves on, a reply about a recipient does not.
- * Connections are pooled per MX address and capped per destination domain.
+ * transaction, within MX_LIMITS; a connection failure or a refused greeting moves on, a reply about a
+ * recipient does not. Connections are pooled per MX address; how many run per destination is the scheduler's.
  */
-export class MxTransport {
+export class MxTransport implements Transport {
   private readonly idle = new Map<string, { session: RemoteSession; timer: NodeJS.Timeout }[]>();
-  private readonly limiter: KeyedLimiter;
+  private readonly deadlines: SmtpDeadlines;
 
   constructor(private readonly options: TransportOptions) {
-    this.limiter = new KeyedLimiter(options.maxConnectionsPerDestination);
+    this.deadlines = { ...POSTFIX_DEADLINES, ...options.deadlines };
   }
 
   async deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
-    const release = await this.limiter.acquire(domain);
+    let last = new DeliveryFailure({ verdict: 'transient', reply: NOTHING_TRIED, mx: null, ip: null, stage: 'dns', greeted: false });
+    const walk: MxWalk = { addressesTried: 0, sessionsGreeted: 0 };
+    const limits = this.options.mxLimits ?? MX_LIMITS;
     try {
-      return await this.walkMxes(domain, recipients, message);
-    } finally {
-      release();
-    }
-  }
-
-  private async walkMxes(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
-    let lastFailure: { error: unknown; mx: string | null; ip: string | null } = { error: new Error('no MX was tried'), mx: null, ip: null };
-    try {
-      for (const target of await resolveMxTargets(domain, this.options.resolver)) {
+      walking: for (const target of await resolveMxTargets(domain, this.options.resolver)) {
         let addresses: string[];
         try {
           addresses = await target.addresses();
         } catch (error) {
-          this.noteDnsFailure(error);
-          lastFailure = { error, mx: target.host, ip: null };
+          last = this.noteFailure(error, { mx: target.host, ip: null, stage: 'dns', greeted: false });
           continue;
         }
         for (const ip of addresses) {
+          if (!mayTryAnotherAddress(walk, limits)) break walking;
+          walk.addressesTried++;
           try {
             return await this.transact(this.target(ip, target.host), recipients, message);
           } catch (error) {
-            lastFailure = { error, mx: target.host, ip };
+            last = deliveryFailureFrom(error, { mx: target.host, ip, stage: 'connect', greeted: false });
+            if (last.greeted) walk.sessionsGreeted++;
           }
         }
       }
     } catch (error) {
-      this.noteDnsFailure(error);
-      lastFailure = { error, mx: null, ip: null };
+      last = this.noteFailure(error, { mx: null, ip: null, stage: 'dns', greeted: false });
     }
-    const outcome = classifyDeliveryError(lastFailure.error);
-    return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: lastFailure.mx, ip: lastFailure.ip, tls: null };
+    const outcome = last.outcome();
+    return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: last.mx, ip: last.ip, tls: null };
   }
 
-  private noteDnsFailure(error: unknown): void {
-    if (error instanceof DnsLookupError) this.options.onDnsFailure?.(error.permanent);
+  private noteFailure(error: unknown, context: Parameters<typeof deliveryFailureFrom>[1]): DeliveryFailure {
+    const failure = deliveryFailureFrom(error, context);
+    if (failure.stage === 'dns') this.options.onDnsFailure?.(failure.verdict === 'permanent');
+    return failure;
   }
 
   private target(ip: string, host: string): SessionTarget {
-    return { ip, port: this.options.port, host, ehloName: this.options.ehloName, timeouts: this.options.timeouts };
+    return { ip, port: this.options.port, host, ehloName: this.options.ehloName, deadlines: this.deadlines, maxReplyBytes: this.options.maxReplyBytes };
   }
 
-  /** Throws only when this MX address could not take the transaction at all (try the next one). */
+  /** Throws (a DeliveryFailure) only when this MX address could not take the transaction at all (try the next one). */
   private async transact(target: SessionTarget, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
     const pooled = this.takeIdle(target);
     let session = pooled ?? (await this.connect(target));
@@ -117,12 +122,12 @@ export class MxTransport {
       result = await session.send(message.sender, recipients, message.body());
     }
     const outcomes = new Map<string, RecipientOutcome>();
-    const accepted = result.response ? replyFromText(result.response) : null;
-    for (const address of result.accepted) outcomes.set(address, { verdict: classifySmtpReply(accepted!.code!, accepted!.enhanced), reply: accepted! });
-    for (const { address, error } of result.refused) outcomes.set(address, classifyDeliveryError(error));
+    const delivered = result.delivered;
+    for (const address of result.accepted) if (delivered) outcomes.set(address, { verdict: classifySmtpReply(delivered.code ?? 0, delivered.enhanced), reply: delivered });
+    for (const { address, failure } of result.refused) outcomes.set(address, failure.outcome());
     // The end of DATA closes the transaction (RFC 5321 §4.1.1.4): RSET, a round trip per message, is needed
     // only when the transaction stopped before it (MAIL or every RCPT refused).
-    const reusable = result.response !== null ? session.usable : await session.reset();
+    const reusable = delivered !== null ? session.usable : await session.reset();
     if (reusable) this.putIdle(session);
     else session.close();
     return { outcomes, mx: target.host, ip: target.ip, tls: session.tls };
@@ -132,7 +137,7 @@ export class MxTransport {
     try {
       return await RemoteSession.open(target, true);
     } catch (error) {
-      if (!(error instanceof StartTlsFailedError)) throw error;
+      if (!(error instanceof DeliveryFailure && error.stage === 'tls-handshake')) throw error;
       // Opportunistic TLS (Postfix `may`): a broken handshake is retried once in clear rather than stalling mail.
       return RemoteSession.open(target, false);
     }
@@ -175,10 +180,4 @@ export class MxTransport {
   }
 }
 
-/** `250 2.0.0 Ok: queued as X` → code, enhanced code, text. */
-export function replyFromText(response: string): RecordedReply {
-  const code = Number(response.slice(0, 3));
-  const rest = response.slice(4);
-  const enhanced = parseEnhancedCode(rest);
-  return { code: Number.isInteger(code) ? code : null, enhanced, text: enhanced ? rest.slice(enhanced.length + 1) : rest };
-}
+export { replyFromText } from './remote-session.js';

@@ -3,35 +3,38 @@ import { Registry } from 'prom-client';
 import type { QueueConfig } from '../config/queue-config.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { Fifo } from '../shared/fifo.js';
-import { CorruptSpoolEntryError } from '../shared/errors.js';
+import { ClaimReleasedError, CorruptSpoolEntryError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { isLoopback, startMetricsServer, type MetricsServer } from '../shared/metrics.js';
+import type { ProcessTable } from '../spool/claim-lease.js';
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
+import type { SpoolFs } from '../spool/spool-fs.js';
+import { pruneTombstones } from '../spool/tombstones.js';
 import { MessageWriter } from '../spool/message-writer.js';
 import { queueIdTime } from '../spool/queue-id.js';
-import { deferredName, isBatchName, type Candidate, type DeferredEntry } from '../spool/entry-names.js';
+import { deferredName, type Candidate, type DeferredEntry } from '../spool/entry-names.js';
 import { QueueStore, type Claim, type ClaimedFile, type ClaimedMessage } from '../spool/queue-store.js';
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
 import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
-import { CachingResolver } from './dns-cache.js';
 import { DueIndex } from './due-index.js';
-import { MxTransport } from './mx-transport.js';
-import type { DnsResolver } from './resolve-mx.js';
+import { DeliverySlots } from './limiter.js';
+import type { TransportFactory } from './transport.js';
 
 export interface QueueDeps {
   logger: Logger;
-  resolver: DnsResolver;
+  /** The wire (delivery/mx-transport `mxTransport` in production, a double in tests). */
+  transport: TransportFactory;
   clock?: Clock;
-  /** This process's id: names its claim directory. */
-  pid: number;
-  /** Whether another mta-queue that left claims behind is still running. */
-  isAlive(pid: number): boolean;
+  /** This process and the others: who owns which claim directory (spool/claim-lease.ts). */
+  processes: ProcessTable;
+  /** Makes this process's claim directory name unique (`active/<pid>-<token>/`). */
+  leaseToken: string;
+  /** Every spool call goes through it (a fault-injecting double in tests); node's file system by default. */
+  spoolFs?: SpoolFs;
   /** Where the metrics go (shared/metrics createMetricsRegistry); a private registry when absent. Served on --metrics. */
   metrics?: Registry;
 }
 
-/** How long DNS answers are reused; short, since node's resolver gives no TTL for MX records. */
-const DNS_CACHE_MS = 60_000;
 /** How often the deferred/ index is re-read, to see what other mta-queue processes deferred. */
 const DEFERRED_RESCAN_MS = 60_000;
 /**
@@ -39,8 +42,12 @@ const DEFERRED_RESCAN_MS = 60_000;
  * re-read a directory of thousands of names hundreds of times a second. Events within this window share a scan.
  */
 const WATCH_SCAN_DELAY_MS = 50;
-/** A message whose delivery failed for a reason of ours (not the remote's) waits this long before the next try. */
-const LOCAL_ERROR_BACKOFF_MS = 60_000;
+/**
+ * Messages claimed at once, per `--concurrency` slot. More than one per slot: a message waiting for a slot at its
+ * destination must not keep others, for other destinations, from being claimed (Postfix's active queue holds far
+ * more messages than it has delivery agents).
+ */
+const CLAIMED_PER_SLOT = 10;
 
 /**
  * The delivery daemon's scheduler: finds what is due (new arrivals by file-system events plus a poll, deferred
@@ -54,9 +61,18 @@ export class QueueRunner {
   private readonly ready = new Fifo<Candidate>();
   /** Messages of claimed batches waiting for a delivery slot; they go before anything not yet claimed. */
   private readonly claimedReady = new Fifo<ClaimedMessage>();
+  /** Ids this process is busy with (ready, being claimed or delivered): a second listing does not add them. */
   private readonly known = new Set<string>();
-  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Claiming and delivering work under way, each counted once (a batch and its first message share an id). */
+  private readonly inFlight = new Set<Promise<void>>();
   private readonly claims = new Map<string, Claim>();
+  /** Candidates being claimed and read right now (counted as active until their messages are in `claims`). */
+  private claiming = 0;
+  /** Claimed files that could not be read (EMFILE, EIO), and claimed messages whose postpone failed: tried again later. */
+  private readonly retries = new Set<NodeJS.Timeout>();
+  /** Claimed files waiting to be read again (the first read failed): given back to incoming/ at shutdown. */
+  private readonly unread = new Set<ClaimedFile>();
+  private stranded = 0;
   private readonly timers: NodeJS.Timeout[] = [];
   private watcher: FSWatcher | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -77,22 +93,15 @@ export class QueueRunner {
     private readonly deps: QueueDeps,
   ) {
     this.clock = deps.clock ?? systemClock;
-    const layout = spoolLayout(config.spool);
-    this.store = new QueueStore(layout, deps.pid);
+    const layout = spoolLayout(config.spool, deps.spoolFs);
+    this.store = new QueueStore(layout, deps.processes, deps.leaseToken);
     this.registry = deps.metrics ?? new Registry();
     this.metrics = new DeliveryMetrics(this.registry, () => this.queueSnapshot(), () => this.clock.now());
     this.context = {
       store: this.store,
       writer: new MessageWriter(layout),
-      transport: new MxTransport({
-        resolver: new CachingResolver(deps.resolver, DNS_CACHE_MS, () => this.clock.now()),
-        port: config.smtpPort,
-        ehloName: config.hostname,
-        maxConnectionsPerDestination: config.maxConnectionsPerDestination,
-        timeouts: { connect: config.connectTimeout, greeting: config.connectTimeout, socket: 5 * 60_000 },
-        idleTimeout: 10_000,
-        onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent),
-      }),
+      transport: deps.transport({ onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent) }),
+      slots: new DeliverySlots(config.concurrency, config.maxConnectionsPerDestination),
       hostname: config.hostname,
       clock: this.clock,
       logger: deps.logger,
@@ -100,6 +109,11 @@ export class QueueRunner {
       maxQueueTime: config.maxQueueTime,
       metrics: this.metrics,
     };
+  }
+
+  /** This process's claim directory, `active/<pid>-<token>/`. */
+  get claimDirectory(): string {
+    return this.store.activeDir;
   }
 
   /** Where /metrics and /healthz are served (`127.0.0.1:9588`, the bound port) once started, null without --metrics. */
@@ -111,6 +125,7 @@ export class QueueRunner {
   async start(options: { watch: boolean }): Promise<void> {
     await ensureSpool(this.store.layout);
     await this.startMetrics();
+    await this.store.takeLease();
     await this.recoverClaims(true);
     await this.rescanDeferred();
     await this.scanIncoming();
@@ -123,17 +138,35 @@ export class QueueRunner {
     this.watcher.on('error', (error) => this.deps.logger.warn({ event: 'watch-error', err: error }, 'spool watch failed, polling only'));
     // The poll also recovers claims of processes that died meanwhile (another mta-queue, or an admin command
     // splitting a batch), so they do not wait for the next start.
-    this.timers.push(setInterval(() => void this.recoverClaims(false).then(() => this.scanIncoming()), this.config.pollInterval));
+    this.timers.push(setInterval(() => void this.upkeep().then(() => this.scanIncoming()), this.config.pollInterval));
     this.timers.push(setInterval(() => void this.rescanDeferred(), DEFERRED_RESCAN_MS));
   }
 
   private async recoverClaims(atStart: boolean): Promise<void> {
+    const recovered = await this.store.recoverAbandonedClaims(this.clock.now(), { atStart });
+    if (recovered.length) this.deps.logger.warn({ event: 'recovered', count: recovered.length, queueIds: recovered.slice(0, 50) }, 'recovered claims of a stopped process');
+  }
+
+  /**
+   * Every poll: the lease's heartbeat, the claims of processes that died meanwhile (another mta-queue, or an
+   * admin command splitting a batch), anything in our own claim directory that no claim accounts for, and the
+   * tombstones no batch needs any more. A failure here is logged and tried again at the next poll.
+   */
+  private async upkeep(): Promise<void> {
+    const log = this.deps.logger;
     try {
-      const recovered = await this.store.recoverAbandonedClaims(this.deps.isAlive, { includeOwnPid: atStart });
-      if (recovered.length) this.deps.logger.warn({ event: 'recovered', count: recovered.length, queueIds: recovered.slice(0, 50) }, 'recovered claims of a stopped process');
+      if (!(await this.store.refreshLease(this.clock.now()))) log.error({ event: 'lease-lost', dir: this.store.activeDir }, 'our claim directory was taken as abandoned (the process was stopped too long); its claims are delivered by whoever took them');
+      await this.recoverClaims(false);
+      this.stranded = (await this.store.strandedClaims()).length;
+      if (this.stranded > 0) {
+        const moved = await this.store.giveBackStranded();
+        log.warn({ event: 'stranded', count: this.stranded, givenBack: moved.length, files: moved.slice(0, 50) }, 'claims no delivery accounted for given back to incoming/');
+      }
+      const unremoved = await this.store.removeSettledBatches();
+      if (unremoved.length) log.error({ event: 'spool-error', count: unremoved.length, err: unremoved[0] }, 'batch files whose messages are all settled could not be removed; tried again at the next poll');
+      await pruneTombstones(this.store.layout);
     } catch (error) {
-      if (atStart) throw error;
-      this.deps.logger.error({ event: 'scan-failed', err: error }, 'could not read active/');
+      log.error({ event: 'scan-failed', err: error }, 'could not keep active/ in order; tried again at the next poll');
     }
   }
 
@@ -142,7 +175,7 @@ export class QueueRunner {
     for (;;) {
       await this.scanIncoming();
       this.pump();
-      if (this.ready.length === 0 && this.claimedReady.length === 0 && this.inFlight.size === 0) return;
+      if (this.idle()) return;
       await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
   }
@@ -158,13 +191,20 @@ export class QueueRunner {
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.wakeTimer);
     clearTimeout(this.scanTimer);
-    const pending = [...this.inFlight.values()];
+    const pending = [...this.inFlight];
+    for (const retry of this.retries) clearTimeout(retry);
+    this.retries.clear();
     this.deps.logger.info({ event: 'stopping', inFlight: pending.length }, 'stopping: no new claims');
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), this.config.shutdownTimeout)));
     await Promise.race([Promise.all(pending), timedOut]);
     clearTimeout(timer);
     const released = await this.releaseClaims();
+    await this.store.removeSettledBatches();
+    for (const claimed of this.unread) this.store.forget(claimed);
+    // What no claim accounts for any more (a file whose reading failed, waiting to be tried again) goes back too.
+    await this.store.giveBackStranded().catch((error: unknown) => this.deps.logger.warn({ event: 'release-failed', err: error }, 'claims kept; recovered at the next start'));
+    await this.store.dropLease().catch(() => undefined);
     this.context.transport.close();
     await this.metricsServer?.close();
     this.deps.logger.info({ event: 'stopped', released }, 'mta-queue stopped');
@@ -187,8 +227,9 @@ export class QueueRunner {
     return {
       incoming: this.ready.length - this.readyDeferred,
       deferred: this.due.size + this.readyDeferred,
-      active: this.inFlight.size + this.claimedReady.length,
+      active: this.claims.size + this.claiming,
       oldestArrivedAt: oldest === undefined ? null : queueIdTime(oldest),
+      stranded: this.stranded,
     };
   }
 
@@ -229,7 +270,7 @@ export class QueueRunner {
         const { entries, stray } = await this.store.listIncoming();
         // Processes sharing a spool read the same listing; each starts at its own point in it, so they do
         // not race for the same entries one after another (a lost race is a wasted rename).
-        const start = entries.length ? (this.deps.pid * 7919) % entries.length : 0;
+        const start = entries.length ? (this.deps.processes.self.pid * 7919) % entries.length : 0;
         for (let i = 0; i < entries.length; i++) this.enqueue({ dir: 'incoming', ...entries[(start + i) % entries.length]! });
         for (const name of stray) {
           await this.store.quarantine('incoming', name);
@@ -287,89 +328,138 @@ export class QueueRunner {
   }
 
   private pump(): void {
-    while (!this.stopping && this.inFlight.size < this.config.concurrency) {
+    const limit = this.config.concurrency * CLAIMED_PER_SLOT;
+    while (!this.stopping && this.inFlight.size < limit) {
       const message = this.claimedReady.shift();
       if (message) {
-        this.startWork(message.claim.id, this.deliver(message));
+        this.startWork(this.deliver(message));
         continue;
       }
       const candidate = this.ready.shift();
       if (!candidate) break;
       if (candidate.dir === 'deferred') this.readyDeferred--;
-      this.startWork(candidate.id, this.run(candidate));
+      this.startWork(this.run(candidate));
     }
     this.wakeIfIdle();
   }
 
-  private startWork(id: string, work: Promise<void>): void {
-    this.inFlight.set(
-      id,
-      work.finally(() => {
-        this.inFlight.delete(id);
-        this.known.delete(id);
-        this.pump();
-      }),
-    );
+  private startWork(work: Promise<void>): void {
+    const tracked = work.finally(() => {
+      this.inFlight.delete(tracked);
+      this.pump();
+    });
+    this.inFlight.add(tracked);
+  }
+
+  private idle(): boolean {
+    return this.ready.length === 0 && this.claimedReady.length === 0 && this.inFlight.size === 0;
   }
 
   private wakeIfIdle(): void {
-    if (this.ready.length === 0 && this.claimedReady.length === 0 && this.inFlight.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    if (this.idle()) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   /** Claims a candidate and queues its messages (one, or every message of a batch) for delivery slots. */
   private async run(candidate: Candidate): Promise<void> {
     let claimed: ClaimedFile | undefined;
+    this.claiming++;
     try {
       claimed = await this.store.claim(candidate);
-      if (!claimed) return; // another process took it first
-      for (const message of await this.store.open(claimed)) {
-        this.known.add(message.claim.id);
-        this.claims.set(message.claim.id, message.claim);
-        this.claimedReady.push(message);
-      }
+      if (claimed) await this.openClaimed(claimed);
     } catch (error) {
       await this.handleFailure(candidate.id, claimed, error);
+    } finally {
+      this.claiming--;
+      if (!this.claims.has(candidate.id)) this.known.delete(candidate.id);
     }
   }
 
-  private async deliver({ claim, envelope }: ClaimedMessage): Promise<void> {
+  private async openClaimed(claimed: ClaimedFile): Promise<void> {
+    for (const message of await this.store.open(claimed)) {
+      this.known.add(message.claim.id);
+      this.claims.set(message.claim.id, message.claim);
+      this.claimedReady.push(message);
+    }
+  }
+
+  private async deliver(message: ClaimedMessage): Promise<void> {
+    const { claim, envelope } = message;
+    let settled = true;
     try {
       const result = await deliverClaimedMessage(claim, envelope, this.context);
       if (result === 'deferred') this.addDeferred(envelope.id, envelope.nextAttemptAt);
     } catch (error) {
-      await this.handleFailure(claim.id, claim, error);
+      settled = await this.handleFailure(claim.id, message, error);
     } finally {
-      this.claims.delete(claim.id);
+      if (settled) {
+        this.claims.delete(claim.id);
+        this.known.delete(claim.id);
+      }
     }
   }
 
-  private async handleFailure(id: string, claimed: ClaimedFile | Claim | undefined, error: unknown): Promise<void> {
+  /** Logs a failure on our side and puts the claim back for a later try; false when it is still ours to retry. */
+  private async handleFailure(id: string, claimed: ClaimedFile | ClaimedMessage | undefined, error: unknown): Promise<boolean> {
     const log = this.deps.logger;
+    if (error instanceof ClaimReleasedError) {
+      log.warn({ event: 'late-outcome', queueId: id }, 'delivery finished after its claim was given back at shutdown; outcome dropped, the message is delivered again');
+      return true;
+    }
     if (error instanceof CorruptSpoolEntryError) {
       log.error({ event: 'corrupt', queueId: id, reason: error.message }, 'unreadable spool entry moved to corrupt/');
-      return;
+      return true;
     }
-    if (claimed && (error as NodeJS.ErrnoException).code === 'ENOENT' && (error as NodeJS.ErrnoException).path === this.store.layout.messagePath(claimed.id)) {
+    const file = claimed && 'claim' in claimed ? claimed.claim : claimed;
+    if (file && (error as NodeJS.ErrnoException).code === 'ENOENT' && (error as NodeJS.ErrnoException).path === this.store.layout.messagePath(file.id)) {
       try {
-        await this.store.moveToCorrupt(claimed);
+        await this.store.moveToCorrupt(file);
         log.error({ event: 'corrupt', queueId: id, reason: 'message file missing' }, 'envelope without its message moved to corrupt/');
       } catch (moveError) {
-        log.error({ event: 'spool-error', queueId: id, err: moveError }, 'envelope without its message could not be moved aside; the claim is recovered at the next start');
+        log.error({ event: 'spool-error', queueId: id, err: moveError }, 'envelope without its message could not be moved aside; given back at the next poll');
+        this.store.forget(file);
       }
-      return;
+      return true;
     }
     log.error({ event: 'delivery-error', queueId: id, err: error }, 'delivery failed on our side; will retry');
-    if (!claimed) return;
-    if (!('source' in claimed) && isBatchName(claimed.path)) {
-      log.error({ event: 'spool-error', queueId: id, file: claimed.path }, 'claimed batch could not be read; it is recovered at the next start');
-      return;
+    if (!claimed) return true;
+    if (!('claim' in claimed)) {
+      // Claimed, but not readable now (EMFILE, EIO): it stays ours and is opened again after the back-off.
+      this.unread.add(claimed);
+      this.retryLater(() => this.startWork(this.reopen(claimed)));
+      return true;
     }
-    const due = this.clock.now() + LOCAL_ERROR_BACKOFF_MS;
+    const due = this.clock.now() + this.config.localErrorBackoff;
     try {
-      await this.store.postpone(claimed, due);
-      this.addDeferred(claimed.id, due);
-    } catch (err) {
-      log.error({ event: 'spool-error', queueId: id, err }, 'could not postpone; the claim is recovered at the next start');
+      // With the states this attempt reached, so a recipient it delivered is not delivered again.
+      await this.store.whileHeld(claimed.claim, () => this.store.postpone(claimed.claim, claimed.envelope, due));
+      this.addDeferred(id, due);
+      return true;
+    } catch (postponeError) {
+      if (postponeError instanceof ClaimReleasedError) return true;
+      log.error({ event: 'spool-error', queueId: id, err: postponeError }, 'could not postpone; the message stays claimed and is tried again after the back-off');
+      this.retryLater(() => {
+        this.claimedReady.push(claimed);
+        this.pump();
+      });
+      return false;
     }
+  }
+
+  private async reopen(claimed: ClaimedFile): Promise<void> {
+    this.unread.delete(claimed);
+    try {
+      await this.openClaimed(claimed);
+    } catch (error) {
+      await this.handleFailure(claimed.id, claimed, error);
+    }
+  }
+
+  private retryLater(retry: () => void): void {
+    const timer = setTimeout(() => {
+      this.retries.delete(timer);
+      if (!this.stopping) retry();
+    }, this.config.localErrorBackoff);
+    timer.unref();
+    this.retries.add(timer);
   }
 }

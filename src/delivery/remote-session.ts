@@ -1,6 +1,12 @@
+import net from 'node:net';
+import { pipeline, Readable, Transform } from 'node:stream';
 import { checkServerIdentity, TLSSocket } from 'node:tls';
-import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { RecordedReply } from '../spool/envelope.js';
+import { parseEnhancedCode, replyExcerpt } from './classify.js';
+import { DeliveryFailure, deliveryFailureFrom, type FailureStage } from './delivery-failure.js';
+import { isUnspecifiedAddress } from './mx-order.js';
+import { ReplyDeadlines, type SmtpDeadlines } from './smtp-deadlines.js';
 
 export interface TlsDetails {
   version: string;
@@ -16,34 +22,49 @@ export interface SessionTarget {
   host: string;
   /** Our EHLO name. */
   ehloName: string;
-  timeouts: { connect: number; greeting: number; socket: number };
+  /** How long each reply may take (smtp-deadlines.ts). */
+  deadlines: SmtpDeadlines;
+  /** Longest reply read at all; a longer one closes the connection (default MAX_REPLY_BYTES). */
+  maxReplyBytes?: number;
 }
 
 /** What the remote said to each recipient of one transaction. */
 export interface TransactionResult {
   accepted: string[];
-  /** Replies that refused a recipient (RCPT) or the whole message (MAIL, DATA): error-shaped for classify. */
-  refused: { address: string; error: unknown }[];
   /** The final reply to DATA, when any recipient was accepted. */
-  response: string | null;
+  delivered: RecordedReply | null;
+  /** Recipients refused by RCPT, or with every other one by MAIL or DATA. */
+  refused: { address: string; failure: DeliveryFailure }[];
 }
 
-type ExtendedConnection = SMTPConnection & { _supportedExtensions?: string[] };
+/**
+ * nodemailer's idle timer, kept only as a backstop: every wait is bounded by a reply or body deadline, and an idle
+ * pooled connection by the pool's own timer.
+ */
+const SOCKET_BACKSTOP_MS = 30 * 60_000;
 
-/** The STARTTLS handshake failed (nodemailer reports it as ESOCKET or ETLS, depending on how the peer broke it). */
-export class StartTlsFailedError extends Error {
-  readonly code = 'ETLS';
+/** A reply longer than this is not buffered: the connection is closed with a transient failure (4.4.2). */
+export const MAX_REPLY_BYTES = 64 * 1024;
+
+type ExtendedConnection = SMTPConnection & { _supportedExtensions?: string[]; _socket?: net.Socket; upgrading?: boolean };
+
+/** Refused before any packet is sent (classified by NETWORK_ERRORS as 4.4.4). */
+class UnspecifiedAddressError extends Error {
+  readonly code = 'EUNSPECIFIEDADDR';
 }
 
 /**
  * One SMTP connection to one MX address, reusable for several messages (RSET between them). Built on
- * nodemailer's SMTPConnection, which already does EHLO, STARTTLS, PIPELINING, dot-stuffing and TCP_NODELAY.
+ * nodemailer's SMTPConnection (EHLO, STARTTLS, PIPELINING, dot-stuffing, TCP_NODELAY) over a socket we connect
+ * ourselves, so the address is checked before connecting and every reply runs against its own deadline.
+ * Every failure leaves here as a DeliveryFailure.
  */
 export class RemoteSession {
   private broken = false;
 
   private constructor(
     private readonly connection: ExtendedConnection,
+    private readonly deadlines: ReplyDeadlines,
     readonly target: SessionTarget,
     readonly tls: TlsDetails | null,
   ) {
@@ -52,33 +73,54 @@ export class RemoteSession {
   }
 
   /**
-   * Connects and says EHLO, upgrading with STARTTLS when offered. When the TLS handshake itself fails the
-   * caller may reconnect with `useTls: false` (Postfix does the same for `may`: mail still goes, in clear).
+   * Connects and says EHLO, upgrading with STARTTLS when offered. A failure of stage 'tls-handshake' lets the
+   * caller reconnect with `useTls: false` (Postfix does the same for `may`: mail still goes, in clear).
    */
-  static open(target: SessionTarget, useTls: boolean): Promise<RemoteSession> {
-    const connection: ExtendedConnection = new SMTPConnection({
+  static async open(target: SessionTarget, useTls: boolean): Promise<RemoteSession> {
+    const deadlines = new ReplyDeadlines(target.deadlines, (error) => connection?._socket?.destroy(error));
+    const failure = (error: unknown, stage: FailureStage = deadlines.current) =>
+      deliveryFailureFrom(deadlines.expired ?? error, { mx: target.host, ip: target.ip, stage, greeted: deadlines.replies > 0 });
+    if (isUnspecifiedAddress(target.ip)) {
+      throw failure(new UnspecifiedAddressError(`${target.host} resolves to unspecified address ${target.ip}; not connecting`), 'connect');
+    }
+    let connection: ExtendedConnection | undefined;
+    const socket = await connectSocket(target).catch((error) => Promise.reject(failure(error, 'connect')));
+    // nodemailer's own timers only back ours up: its greeting and setup timers run from the connect.
+    const setup = target.deadlines.greeting + 2 * target.deadlines.ehlo + target.deadlines.starttls;
+    connection = new SMTPConnection({
+      connection: socket,
       host: target.ip,
       port: target.port,
       name: target.ehloName,
       ignoreTLS: !useTls,
       opportunisticTLS: true,
       tls: { servername: target.host, rejectUnauthorized: false },
-      connectionTimeout: target.timeouts.connect,
-      greetingTimeout: target.timeouts.greeting,
-      socketTimeout: target.timeouts.socket,
+      connectionTimeout: setup,
+      greetingTimeout: setup,
+      socketTimeout: SOCKET_BACKSTOP_MS,
+      maxResponseSize: target.maxReplyBytes ?? MAX_REPLY_BYTES,
+      // The transaction log is how we see each command written and each *complete* reply read.
+      transactionLog: true,
+      logger: conversationObserver(deadlines),
       allowInternalNetworkInterfaces: true,
-      logger: false,
-    });
+    } as SMTPConnection.Options) as ExtendedConnection;
+    const opened = connection;
+    deadlines.await('greeting');
     return new Promise((resolve, reject) => {
       const fail = (error: Error) => {
-        const duringHandshake = connection.upgrading === true || (error as { code?: string }).code === 'ETLS';
-        connection.close();
-        reject(duringHandshake ? new StartTlsFailedError(`STARTTLS handshake failed: ${error.message}`, { cause: error }) : error);
+        opened.removeListener('error', fail);
+        const duringHandshake = !deadlines.expired && (opened.upgrading === true || (error as { code?: string }).code === 'ETLS');
+        deadlines.stop();
+        opened.close();
+        reject(failure(error, duringHandshake ? 'tls-handshake' : deadlines.current));
       };
-      connection.once('error', fail);
-      connection.connect(() => {
-        connection.removeListener('error', fail);
-        resolve(new RemoteSession(connection, target, tlsDetails(connection._socket, target.host)));
+      opened.once('error', fail);
+      opened.connect((error?: Error) => {
+        // A silent close before the greeting comes to this callback, not as 'error'.
+        if (error) return fail(error);
+        opened.removeListener('error', fail);
+        deadlines.settle();
+        resolve(new RemoteSession(opened, deadlines, target, tlsDetails(opened._socket, target.host)));
       });
     });
   }
@@ -91,25 +133,31 @@ export class RemoteSession {
     return (this.connection._supportedExtensions ?? []).includes('SMTPUTF8');
   }
 
-  /** One transaction; rejects only for connection-level failures (nothing about any recipient is known). */
+  /** One transaction; rejects (with a DeliveryFailure) only when nothing about any recipient is known. */
   send(from: string, to: string[], message: Buffer | Readable): Promise<TransactionResult> {
+    const failure = (error: unknown) => deliveryFailureFrom(this.deadlines.expired ?? error, { mx: this.target.host, ip: this.target.ip, stage: this.deadlines.current, greeted: true });
     return new Promise((resolve, reject) => {
-      this.connection.send({ from, to }, message, (error, info) => {
+      this.connection.send({ from, to }, this.watchedBody(message), (error, info) => {
+        this.deadlines.settle();
         if (!error) {
-          const refused = (info.rejectedErrors ?? []).map((err) => ({ address: String((err as { recipient?: string }).recipient), error: err }));
-          return resolve({ accepted: info.accepted.map(String), refused, response: info.response });
+          const refused = (info.rejectedErrors ?? []).map((err) => ({ address: String((err as { recipient?: string }).recipient), failure: failure(err) }));
+          return resolve({ accepted: info.accepted.map(String), refused, delivered: info.response ? replyFromText(info.response) : null });
         }
         const shaped = error as Error & { responseCode?: number; rejectedErrors?: (Error & { recipient?: string })[] };
-        if (shaped.rejectedErrors?.length) {
-          const refused = shaped.rejectedErrors.map((err) => ({ address: String(err.recipient), error: err }));
+        if (!this.deadlines.expired && shaped.rejectedErrors?.length) {
+          const refused = shaped.rejectedErrors.map((err) => ({ address: String(err.recipient), failure: failure(err) }));
           const answered = new Set(refused.map((entry) => entry.address));
           // MAIL or DATA refusals answer for every recipient not refused one by one.
-          for (const address of to) if (!answered.has(address)) refused.push({ address, error });
-          return resolve({ accepted: [], refused, response: null });
+          const whole = failure(error);
+          for (const address of to) if (!answered.has(address)) refused.push({ address, failure: whole });
+          return resolve({ accepted: [], refused, delivered: null });
         }
-        if (shaped.responseCode) return resolve({ accepted: [], refused: to.map((address) => ({ address, error })), response: null });
+        if (!this.deadlines.expired && shaped.responseCode) {
+          const whole = failure(error);
+          return resolve({ accepted: [], refused: to.map((address) => ({ address, failure: whole })), delivered: null });
+        }
         this.broken = true;
-        reject(error);
+        reject(failure(error));
       });
     });
   }
@@ -117,14 +165,80 @@ export class RemoteSession {
   /** RSET, so the connection can carry the next message; false when it cannot be reused. */
   reset(): Promise<boolean> {
     if (!this.usable) return Promise.resolve(false);
-    return new Promise((resolve) => this.connection.reset((error) => resolve(!error && this.usable)));
+    return new Promise((resolve) =>
+      this.connection.reset((error) => {
+        this.deadlines.settle();
+        resolve(!error && this.usable);
+      }),
+    );
   }
 
   close(): void {
     this.broken = true;
     this.connection.quit();
     this.connection.close();
+    // After QUIT, which armed its own deadline: nothing more is awaited from a closed connection.
+    this.deadlines.stop();
   }
+
+  /** The body, in pieces whose passing restarts the body-transfer deadline (Postfix smtp_data_xfer_timeout). */
+  private watchedBody(message: Buffer | Readable): Readable {
+    const source = Buffer.isBuffer(message) ? Readable.from(bodyPieces(message)) : message;
+    const watched = new Transform({
+      transform: (chunk, _encoding, callback) => {
+        this.deadlines.bodyProgress();
+        callback(null, chunk);
+      },
+    });
+    pipeline(source, watched, () => {});
+    return watched;
+  }
+}
+
+const BODY_PIECE = 64 * 1024;
+
+function* bodyPieces(body: Buffer): Generator<Buffer> {
+  for (let offset = 0; offset < body.length; offset += BODY_PIECE) yield body.subarray(offset, offset + BODY_PIECE);
+}
+
+/** TCP connect within the connect deadline; TCP_NODELAY is set by nodemailer on the socket it is handed. */
+function connectSocket(target: SessionTarget): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: target.ip, port: target.port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(Object.assign(new Error(`connect to ${target.ip}:${target.port} timed out after ${target.deadlines.connect} ms`), { code: 'ETIMEDOUT', timeoutType: 'CONNECT_TIMEOUT' }));
+    }, target.deadlines.connect);
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+  });
+}
+
+/** A logger for nodemailer that tells the deadlines what the transaction log shows. */
+function conversationObserver(deadlines: ReplyDeadlines): Record<string, (entry: { tnx?: string; outByteCount?: number }, message?: unknown) => void> {
+  const observe = (entry: { tnx?: string; outByteCount?: number }, message?: unknown) => {
+    if (entry.tnx === 'client') deadlines.commandSent(String(message ?? ''));
+    else if (entry.tnx === 'server') deadlines.replyReceived();
+    // Logged once the encoded body, final "." included, has been handed to the socket.
+    else if (entry.tnx === 'message' && entry.outByteCount !== undefined) deadlines.bodyDone();
+  };
+  return { trace: observe, debug: observe, info: observe, warn: observe, error: observe, fatal: observe };
+}
+
+/** `250 2.0.0 Ok: queued as X` → code, enhanced code, bounded text. */
+export function replyFromText(response: string): RecordedReply {
+  const excerpt = replyExcerpt(response);
+  const code = Number(excerpt.slice(0, 3));
+  const rest = excerpt.slice(4);
+  const enhanced = parseEnhancedCode(rest);
+  return { code: Number.isInteger(code) ? code : null, enhanced, text: enhanced ? rest.slice(enhanced.length + 1) : rest };
 }
 
 function tlsDetails(socket: unknown, host: string): TlsDetails | null {

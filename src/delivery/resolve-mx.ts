@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { DeliveryFailure } from './delivery-failure.js';
 import { planMxHosts, type MxRecord } from './mx-order.js';
 
 /*
@@ -17,19 +18,12 @@ export interface DnsResolver {
 }
 
 /**
- * A DNS outcome that decides a recipient without any SMTP: permanent for a domain that does not exist or
- * takes no mail, transient for a resolver that failed. Shaped for classifyDeliveryError.
+ * A DNS outcome that decides a recipient without any SMTP: permanent (5.x.x) for a domain that does not exist or
+ * takes no mail, transient (4.4.3) for a resolver that failed. `host` is the MX whose addresses were asked for.
  */
-export class DnsLookupError extends Error {
-  readonly code = 'EDNS';
-  constructor(
-    message: string,
-    readonly permanent: boolean,
-    readonly enhanced: string,
-    readonly dnsCode: string | undefined,
-  ) {
-    super(message);
-  }
+function dnsFailure(text: string, enhanced: string, host: string | null, cause?: unknown): DeliveryFailure {
+  const verdict = enhanced.startsWith('5.') ? 'permanent' : 'transient';
+  return new DeliveryFailure({ verdict, reply: { code: null, enhanced, text }, mx: host, ip: null, stage: 'dns', greeted: false }, { cause });
 }
 
 // node reports NXDOMAIN as ENOTFOUND and an existing name without records of the type as ENODATA.
@@ -43,7 +37,7 @@ export interface MxTarget {
   addresses(): Promise<string[]>;
 }
 
-/** MX hosts to try for `domain`, best first; throws DnsLookupError when DNS alone settles the matter. */
+/** MX hosts to try for `domain`, best first; throws a DeliveryFailure (stage 'dns') when DNS alone settles the matter. */
 export async function resolveMxTargets(domain: string, resolver: DnsResolver): Promise<MxTarget[]> {
   const literal = /^\[(?:ipv6:)?(.+)\]$/i.exec(domain)?.[1];
   if (literal && net.isIP(literal)) return [{ host: literal, addresses: async () => [literal] }];
@@ -52,15 +46,15 @@ export async function resolveMxTargets(domain: string, resolver: DnsResolver): P
     records = await resolver.resolveMx(domain);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === NO_SUCH_NAME) throw new DnsLookupError(`domain ${domain} does not exist (NXDOMAIN)`, true, '5.1.2', code);
-    if (code !== NO_RECORDS) throw new DnsLookupError(`MX lookup for ${domain} failed (${code ?? 'error'})`, false, '4.4.3', code);
+    if (code === NO_SUCH_NAME) throw dnsFailure(`domain ${domain} does not exist (NXDOMAIN)`, '5.1.2', null, error);
+    if (code !== NO_RECORDS) throw dnsFailure(`MX lookup for ${domain} failed (${code ?? 'error'})`, '4.4.3', null, error);
     records = [];
   }
   const plan = planMxHosts(records);
-  if (plan.kind === 'null-mx') throw new DnsLookupError(`domain ${domain} accepts no mail (null MX, RFC 7505)`, true, '5.1.10', undefined);
+  if (plan.kind === 'null-mx') throw dnsFailure(`domain ${domain} accepts no mail (null MX, RFC 7505)`, '5.1.10', null);
   if (plan.kind === 'implicit') {
     const addresses = await hostAddresses(domain, resolver);
-    if (addresses.length === 0) throw new DnsLookupError(`domain ${domain} has no MX, A or AAAA records`, true, '5.1.2', NO_RECORDS);
+    if (addresses.length === 0) throw dnsFailure(`domain ${domain} has no MX, A or AAAA records`, '5.1.2', null);
     return [{ host: domain, addresses: async () => addresses }];
   }
   return plan.hosts.map((host) => ({ host, addresses: () => hostAddresses(host, resolver) }));
@@ -73,7 +67,7 @@ async function hostAddresses(host: string, resolver: DnsResolver): Promise<strin
   const failure = [v4, v6].find((result): result is PromiseRejectedResult => result.status === 'rejected' && ![NO_SUCH_NAME, NO_RECORDS].includes(result.reason?.code));
   if (found.length === 0 && failure) {
     const code = (failure.reason as NodeJS.ErrnoException).code;
-    throw new DnsLookupError(`address lookup for ${host} failed (${code ?? 'error'})`, false, '4.4.3', code);
+    throw dnsFailure(`address lookup for ${host} failed (${code ?? 'error'})`, '4.4.3', host, failure.reason);
   }
   return found;
 }

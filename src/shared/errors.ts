@@ -31,6 +31,11 @@ export class CorruptSpoolEntryError extends RelayError {
   readonly code = 'ESPOOLCORRUPT';
 }
 
+/** A delivery's outcome arrived after its claim was given back to the queue (shutdown): it is not recorded. */
+export class ClaimReleasedError extends RelayError {
+  readonly code = 'ECLAIMRELEASED';
+}
+
 /** Shape smtp-server expects from a handler callback; the enhanced status leads the text (see relay-smtp-server). */
 export function toSmtpServerError(error: RelayError & { smtp: SmtpReply }): Error & { responseCode: number } {
   return Object.assign(new Error(`${error.smtp.enhanced} ${error.message}`), { responseCode: error.smtp.code });

@@ -1,9 +1,9 @@
 import { unlink } from 'node:fs/promises';
 
 /** Unlinks a file that may already be gone (another process, or an earlier attempt, removed it first). */
-export async function removeIfPresent(filePath: string): Promise<void> {
+export async function removeIfPresent(filePath: string, remove: (filePath: string) => Promise<void> = unlink): Promise<void> {
   try {
-    await unlink(filePath);
+    await remove(filePath);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }

@@ -1,7 +1,7 @@
-import { open } from 'node:fs/promises';
 import { CorruptSpoolEntryError } from '../shared/errors.js';
 import { parseEnvelope, serializeEnvelope, type Envelope } from './envelope.js';
 import type { MessageSource } from './message-source.js';
+import type { SpoolFs } from './spool-fs.js';
 
 /**
  * A batch file (`incoming/<id>.batch`, docs/spool.md) holds one or more whole messages, each followed by its
@@ -45,8 +45,8 @@ function parseHeader(bytes: Buffer, file: string, offset: number): { bodyLength:
  * the file once; a big one is read header and envelope only. Any inconsistency makes the whole file corrupt:
  * lengths that do not add up leave nothing in it to trust.
  */
-export async function readBatch(file: string): Promise<BatchRecord[]> {
-  const handle = await open(file, 'r');
+export async function readBatch(fs: SpoolFs, file: string): Promise<BatchRecord[]> {
+  const handle = await fs.open(file, 'r');
   try {
     const { size } = await handle.stat();
     const whole = size <= WHOLE_READ_LIMIT ? await handle.readFile() : undefined;
@@ -64,7 +64,7 @@ export async function readBatch(file: string): Promise<BatchRecord[]> {
       const bodyOffset = offset + RECORD_HEADER_BYTES;
       const envelope = parseEnvelope((await read(bodyOffset + bodyLength, envelopeLength)).toString('utf8'), file);
       if (envelope.size !== bodyLength) throw new CorruptSpoolEntryError(`${file}: ${envelope.id} says ${envelope.size} bytes, record has ${bodyLength}`);
-      records.push({ envelope, source: { file, offset: bodyOffset, length: bodyLength, bytes: whole ? await read(bodyOffset, bodyLength) : undefined } });
+      records.push({ envelope, source: { fs, file, offset: bodyOffset, length: bodyLength, bytes: whole ? await read(bodyOffset, bodyLength) : undefined } });
       offset = bodyOffset + bodyLength + envelopeLength;
     }
     if (records.length === 0) throw new CorruptSpoolEntryError(`${file}: empty batch`);

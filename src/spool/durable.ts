@@ -1,9 +1,5 @@
-import { open, rename, writeFile, type FileHandle } from 'node:fs/promises';
-import { constants } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { removeIfPresent } from '../shared/files.js';
-
-export { removeIfPresent };
+import { removeIfPresent, type SpoolFs } from './spool-fs.js';
 
 /**
  * Group commit for directory entries. A rename is durable only once its directory is fsynced; every writer
@@ -14,7 +10,10 @@ export class DirectorySync {
   private inFlight: Promise<void> | undefined;
   private next: Promise<void> | undefined;
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly fs: SpoolFs,
+    private readonly dir: string,
+  ) {}
 
   /** Resolves once a directory fsync that started after this call has completed. */
   sync(): Promise<void> {
@@ -29,7 +28,7 @@ export class DirectorySync {
 
   private start(): Promise<void> {
     this.next = undefined;
-    const run = fsyncPath(this.dir);
+    const run = this.fs.syncDirectory(this.dir);
     this.inFlight = run;
     const clear = () => {
       if (this.inFlight === run) this.inFlight = undefined;
@@ -39,40 +38,36 @@ export class DirectorySync {
   }
 }
 
-async function fsyncPath(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Opens a new file that only the service user can read; fails rather than reuse a name. */
-export function createPrivateFile(filePath: string): Promise<FileHandle> {
-  return open(filePath, 'wx', 0o600);
-}
-
 /**
  * Writes `data` to `finalPath` atomically (chasquid safeio, Postfix): temp file in the same filesystem,
  * fdatasync, rename over the target, fsync the directory. Readers see the old content or the new, never half.
  */
-export async function replaceFileDurably(tmpPath: string, finalPath: string, data: string | Uint8Array | Readable, directory: DirectorySync): Promise<void> {
+export async function replaceFileDurably(fs: SpoolFs, tmpPath: string, finalPath: string, data: string | Uint8Array | Readable, directory: DirectorySync): Promise<void> {
+  await writeFileDurably(fs, tmpPath, data);
+  try {
+    await fs.rename(tmpPath, finalPath);
+  } catch (error) {
+    await removeIfPresent(fs, tmpPath).catch(() => undefined);
+    throw error;
+  }
+  await directory.sync();
+}
+
+/** The first half of replaceFileDurably: `tmpPath` written whole and fdatasynced, or removed. */
+export async function writeFileDurably(fs: SpoolFs, tmpPath: string, data: string | Uint8Array | Readable): Promise<void> {
   // A temp file of the same name is a leftover of a crash (only the claim's owner writes under it): without
   // this, every later attempt would fail on EEXIST.
-  await removeIfPresent(tmpPath);
-  const handle = await createPrivateFile(tmpPath);
+  await removeIfPresent(fs, tmpPath);
+  const handle = await fs.open(tmpPath, 'wx');
   try {
     try {
-      await writeFile(handle, data);
+      await handle.writeFile(data);
       await handle.datasync();
     } finally {
       await handle.close();
     }
-    await rename(tmpPath, finalPath);
   } catch (error) {
-    await removeIfPresent(tmpPath);
+    await removeIfPresent(fs, tmpPath).catch(() => undefined);
     throw error;
   }
-  await directory.sync();
 }

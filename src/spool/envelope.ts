@@ -56,6 +56,8 @@ export interface Envelope {
   nextAttemptAt: number;
   /** For a DSN we generated: the id of the message it reports on. */
   bounceOf: string | null;
+  /** Set when the message left a batch file for an entry of its own: that batch's id (its name's id part). */
+  detachedFrom?: string;
 }
 
 export function newRecipient(address: string): RecipientRecord {

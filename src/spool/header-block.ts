@@ -1,4 +1,3 @@
-import { open } from 'node:fs/promises';
 import type { MessageSource } from './message-source.js';
 
 const READ_CHUNK = 16 * 1024;
@@ -14,13 +13,12 @@ export interface MessageHead {
  * The header block of a spooled message (CRLF line endings only), read in chunks up to the blank line and never
  * past `limit`, so a 25 MB message costs one or two reads. Rejects with ENOENT when the file is missing.
  */
-export async function readMessageHead(message: string | MessageSource, limit: number): Promise<MessageHead> {
-  const source = typeof message === 'string' ? { file: message, offset: 0, length: Infinity } : message;
+export async function readMessageHead(source: MessageSource, limit: number): Promise<MessageHead> {
   if (source.bytes) {
     const data = source.bytes.subarray(0, limit);
     return completeHead(data) ?? { bytes: data, complete: source.bytes.length <= limit };
   }
-  const handle = await open(source.file, 'r');
+  const handle = await source.fs.open(source.file, 'r');
   try {
     let data = Buffer.alloc(0);
     const end = Math.min(limit, source.length);

@@ -1,11 +1,10 @@
-import { rename } from 'node:fs/promises';
 import path from 'node:path';
-import type { FileHandle } from 'node:fs/promises';
 import { SpoolWriteError } from '../shared/errors.js';
 import { encodeRecord, recordHeader, RECORD_HEADER_BYTES } from './batch-file.js';
-import { DirectorySync, createPrivateFile, removeIfPresent } from './durable.js';
+import { DirectorySync } from './durable.js';
 import { serializeEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
+import { removeIfPresent, type SpoolFile, type SpoolFs } from './spool-fs.js';
 
 /**
  * A message is held in memory up to this size and committed with others in one batch; past it, it streams to a
@@ -37,8 +36,11 @@ export class MessageWriter {
   private queue: PendingRecord[] = [];
   private committing = false;
 
+  readonly fs: SpoolFs;
+
   constructor(private readonly layout: SpoolLayout) {
-    this.incomingDir = new DirectorySync(layout.dir('incoming'));
+    this.fs = layout.fs;
+    this.incomingDir = new DirectorySync(layout.fs, layout.dir('incoming'));
   }
 
   /** A new message; nothing touches the disk until it outgrows memory or is committed. */
@@ -64,11 +66,11 @@ export class MessageWriter {
   async publish(id: string, tmpPath: string): Promise<void> {
     const finalPath = path.join(this.layout.dir('incoming'), `${id}.batch`);
     try {
-      await rename(tmpPath, finalPath);
+      await this.fs.rename(tmpPath, finalPath);
       await this.incomingDir.sync();
     } catch (error) {
       // The queue must never keep a message whose client heard no 250.
-      await Promise.allSettled([tmpPath, finalPath].map(removeIfPresent));
+      await Promise.allSettled([tmpPath, finalPath].map((file) => removeIfPresent(this.fs, file)));
       throw spoolError('commit', error);
     }
   }
@@ -99,7 +101,7 @@ export class MessageWriter {
     const id = group[0]!.id;
     const tmpPath = this.tmpBatchPath(id);
     try {
-      const handle = await createPrivateFile(tmpPath);
+      const handle = await this.fs.open(tmpPath, 'wx');
       try {
         await writeAll(handle, group.flatMap((record) => record.parts));
         await handle.datasync();
@@ -107,19 +109,28 @@ export class MessageWriter {
         await handle.close();
       }
     } catch (error) {
-      await removeIfPresent(tmpPath).catch(() => undefined);
+      await removeIfPresent(this.fs, tmpPath).catch(() => undefined);
       throw spoolError('write', error);
     }
     await this.publish(id, tmpPath);
   }
 }
 
+/**
+ * One message on its way in. Its disk operations (flushes past the memory limit, the commit, a discard) run one
+ * after another in the order they were asked for: a commit never fdatasyncs while a flush is still writing, and
+ * a discard never unlinks under a write.
+ */
 export class MessageDraft {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private totalBytes = 0;
   /** Set once the message outgrew memory and streams to its own batch file. */
-  private file: { handle: FileHandle; tmpPath: string; closed: boolean } | undefined;
+  private file: { handle: SpoolFile; tmpPath: string; closed: boolean } | undefined;
+  /** The last disk operation asked for; the next one starts when it has settled. */
+  private tail: Promise<void> = Promise.resolve();
+  /** Set by the first failed operation: every later one fails with it, nothing more is written. */
+  private failure: unknown;
 
   constructor(
     readonly id: string,
@@ -133,43 +144,62 @@ export class MessageDraft {
       this.pendingBytes += chunk.length;
       this.totalBytes += chunk.length;
     }
-    return this.pendingBytes >= MEMORY_LIMIT_BYTES ? this.flush() : undefined;
+    return this.pendingBytes >= MEMORY_LIMIT_BYTES ? this.after(() => this.flush()) : undefined;
   }
 
-  /** Makes the message durable and visible to the queue. */
-  async commit(envelope: NewEnvelope): Promise<void> {
-    const complete: Envelope = { ...envelope, id: this.id, size: this.totalBytes };
-    if (!this.file) return this.writer.commitInBatch(complete, this.pending);
-    await this.flush();
-    const { handle, tmpPath } = this.file;
-    const json = Buffer.from(serializeEnvelope(complete));
-    await this.onFile('sync', async () => {
-      await writeAll(handle, [json]);
-      await handle.write(recordHeader(this.totalBytes, json.length), 0, RECORD_HEADER_BYTES, 0);
-      await handle.datasync();
-      await this.closeFile();
+  /** Makes the message durable and visible to the queue, after every write asked for before it. */
+  commit(envelope: NewEnvelope): Promise<void> {
+    return this.after(async () => {
+      const complete: Envelope = { ...envelope, id: this.id, size: this.totalBytes };
+      if (!this.file) return this.writer.commitInBatch(complete, this.pending);
+      await this.flush();
+      const { handle, tmpPath } = this.file;
+      const json = Buffer.from(serializeEnvelope(complete));
+      await this.onFile('sync', async () => {
+        await writeAll(handle, [json]);
+        await handle.write(recordHeader(this.totalBytes, json.length), 0, RECORD_HEADER_BYTES, 0);
+        await handle.datasync();
+        await this.closeFile();
+      });
+      await this.writer.publish(this.id, tmpPath);
     });
-    await this.writer.publish(this.id, tmpPath);
   }
 
-  /** Drops the message; safe to call in any state, never throws. */
+  /** Drops the message once any write in flight has settled; safe to call in any state, never throws. */
   async discard(): Promise<void> {
     this.pending = [];
-    if (!this.file) return;
-    await this.closeFile().catch(() => undefined);
-    await removeIfPresent(this.file.tmpPath).catch(() => undefined);
+    this.failure ??= new SpoolWriteError('message discarded');
+    await this.tail.catch(() => undefined);
+    await this.dropFile();
+  }
+
+  private after(operation: () => Promise<void>): Promise<void> {
+    const run = this.tail.then(async () => {
+      if (this.failure !== undefined) throw this.failure;
+      try {
+        await operation();
+      } catch (error) {
+        this.failure = error;
+        await this.dropFile();
+        throw error;
+      }
+    });
+    // The chain goes on after a failure (each later operation rethrows it); only the caller sees the rejection.
+    this.tail = run.catch(() => undefined);
+    return run;
   }
 
   private async flush(): Promise<void> {
     if (!this.file) {
       const tmpPath = this.writer.tmpBatchPath(this.id);
-      const handle = await createPrivateFile(tmpPath).catch((error: unknown) => {
+      const handle = await this.writer.fs.open(tmpPath, 'wx').catch((error: unknown) => {
         throw spoolError('create', error);
       });
       this.file = { handle, tmpPath, closed: false };
       // The real header replaces this once the size is known.
       this.pending.unshift(recordHeader(0, 0));
     }
+    if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
@@ -181,9 +211,14 @@ export class MessageDraft {
     try {
       await action();
     } catch (error) {
-      await this.discard();
       throw spoolError(step, error);
     }
+  }
+
+  private async dropFile(): Promise<void> {
+    if (!this.file) return;
+    await this.closeFile().catch(() => undefined);
+    await removeIfPresent(this.writer.fs, this.file.tmpPath).catch(() => undefined);
   }
 
   private async closeFile(): Promise<void> {
@@ -194,7 +229,7 @@ export class MessageDraft {
 }
 
 /** writev may stop short (a nearly full disk); writeFile loops until the rest is written or fails. */
-async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
+async function writeAll(handle: SpoolFile, buffers: Buffer[]): Promise<void> {
   const { bytesWritten } = await handle.writev(buffers);
   const total = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
   if (bytesWritten < total) await handle.writeFile(Buffer.concat(buffers).subarray(bytesWritten));

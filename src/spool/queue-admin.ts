@@ -1,8 +1,10 @@
-import { mkdir, rename, rmdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { DirectorySync, removeIfPresent } from './durable.js';
+import { leasePid, type ProcessTable } from './claim-lease.js';
+import { DirectorySync } from './durable.js';
+import { removeIfPresent } from './spool-fs.js';
+import { writeTombstone } from './tombstones.js';
 import { FINAL_STATES, type Envelope, type RecordedReply } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 import { queueIdTime } from './queue-id.js';
@@ -102,7 +104,7 @@ export function judgeAction(action: AdminAction, item: Pick<SpoolItem, 'state' |
 function refusal(item: Pick<SpoolItem, 'state' | 'file'>): string {
   switch (item.state) {
     case 'active':
-      return `being delivered right now (claimed by mta-queue pid ${path.basename(path.dirname(item.file))})`;
+      return `being delivered right now (claimed by mta-queue pid ${leasePid(path.basename(path.dirname(item.file))) ?? '?'})`;
     case 'held':
       return 'held: release it first';
     case 'corrupt':
@@ -146,7 +148,7 @@ export type ApplyResult = { done: true } | { done: false; reason: string };
 export class QueueAdmin {
   private readonly touched = new Set<string>();
 
-  /** Claims batch files the way mta-queue does, under this process's pid, to split them. */
+  /** Claims batch files the way mta-queue does, under a lease of its own, to split them. */
   private readonly store: QueueStore;
   /** Every message the command will act on (`plan`): a batch claimed for one of them acts on all it holds. */
   private planned = new Map<string, SpoolItem>();
@@ -156,9 +158,10 @@ export class QueueAdmin {
   constructor(
     readonly layout: SpoolLayout,
     private readonly logger: Logger,
-    owner = process.pid,
+    processes: ProcessTable,
+    leaseToken: string,
   ) {
-    this.store = new QueueStore(layout, owner);
+    this.store = new QueueStore(layout, processes, leaseToken);
   }
 
   /** Names every message the command is about to act on, so that each batch among them is split only once. */
@@ -175,7 +178,7 @@ export class QueueAdmin {
     const target = await this.targetOf(action, item);
     for (let attempt = 1; ; attempt++) {
       try {
-        await rename(item.file, target);
+        await this.layout.fs.rename(item.file, target);
         break;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
@@ -189,9 +192,12 @@ export class QueueAdmin {
     this.touched.add(path.dirname(item.file));
     this.touched.add(path.dirname(target));
     if (action === 'delete') {
-      await removeIfPresent(this.layout.messagePath(item.id));
-      if (item.state === 'corrupt') await removeIfPresent(path.join(this.layout.dir('corrupt'), `${item.id}.eml`));
-      await unlink(target);
+      // Its batch may still be claimed by a delivery: were that claim recovered after a crash, the message would
+      // come back from it.
+      if (item.envelope?.detachedFrom) await writeTombstone(this.layout, item.id, item.envelope.detachedFrom);
+      await removeIfPresent(this.layout.fs, this.layout.messagePath(item.id));
+      if (item.state === 'corrupt') await removeIfPresent(this.layout.fs, path.join(this.layout.dir('corrupt'), `${item.id}.eml`));
+      await this.layout.fs.unlink(target);
     }
     return this.done(action, item);
   }
@@ -213,7 +219,7 @@ export class QueueAdmin {
    */
   private async applyInBatch(action: AdminAction, item: SpoolItem): Promise<ApplyResult> {
     const name = path.basename(item.file);
-    await mkdir(this.store.activeDir, { recursive: true, mode: 0o700 });
+    await this.store.takeLease();
     const acted: SpoolItem[] = [];
     try {
       const claimed = await this.store.claim({ dir: 'incoming', name, id: parseIncomingName(name)! });
@@ -226,11 +232,18 @@ export class QueueAdmin {
         if (action === 'hold') {
           await this.ensureHeldDir();
           await this.store.detach(claim, claim.batch!.envelope, `${claim.id}.json`, 'held');
-        } else await claim.batch!.file.settle(claim.id);
+        } else {
+          // Durable before the batch can go: were this split cut short, the recovered batch must not bring it back.
+          await writeTombstone(this.layout, claim.id, parseIncomingName(name)!);
+          await claim.batch!.file.settle(this.layout.fs, claim.id);
+        }
         acted.push(selected);
       }
+      // The batch goes once every message in it is settled; a failed unlink fails the command, which may be rerun.
+      const [unremoved] = await this.store.removeSettledBatches();
+      if (unremoved) throw unremoved;
     } finally {
-      await rmdir(this.store.activeDir).catch(() => undefined);
+      await this.store.dropLease().catch(() => undefined);
     }
     for (const other of acted) {
       if (other !== item) this.doneWithBatch.add(other.id);
@@ -247,13 +260,13 @@ export class QueueAdmin {
 
   /** Makes the renames durable: one fsync per directory that gained or lost an entry. */
   async sync(): Promise<void> {
-    await Promise.all([...this.touched].map((dir) => new DirectorySync(dir).sync()));
+    await Promise.all([...this.touched].map((dir) => new DirectorySync(this.layout.fs, dir).sync()));
     this.touched.clear();
   }
 
   /** A spool made before held/ existed has none. */
   private async ensureHeldDir(): Promise<void> {
-    await mkdir(this.layout.dir('held'), { recursive: true, mode: 0o700 });
+    await this.layout.fs.mkdir(this.layout.dir('held'));
   }
 
   private async targetOf(action: AdminAction, item: SpoolItem): Promise<string> {

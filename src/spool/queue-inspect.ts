@@ -1,7 +1,8 @@
 import { readMessageHead } from './header-block.js';
 import path from 'node:path';
 import type { SpoolLayout } from './layout.js';
-import type { MessageSource } from './message-source.js';
+import { wholeFileSource, type MessageSource } from './message-source.js';
+import { domainOf } from '../shared/addresses.js';
 import { filterStateOf, type FilterState } from './queue-listing.js';
 import type { SpoolItem } from './queue-listing.js';
 
@@ -16,7 +17,7 @@ export interface HeaderBlock {
 }
 
 /** The header block as `show` prints it; null when the file is missing. */
-export async function readHeaderBlock(message: string | MessageSource, limit = HEADER_READ_LIMIT): Promise<HeaderBlock | null> {
+export async function readHeaderBlock(message: MessageSource, limit = HEADER_READ_LIMIT): Promise<HeaderBlock | null> {
   try {
     const head = await readMessageHead(message, limit);
     return { text: head.bytes.toString('utf8').replace(/\r\n$/, ''), truncated: !head.complete };
@@ -27,10 +28,11 @@ export async function readHeaderBlock(message: string | MessageSource, limit = H
 }
 
 /** Where a message's bytes are: inside its batch, data/<id>.eml, or next to its envelope in corrupt/ once set aside. */
-export function messageFiles(layout: SpoolLayout, item: Pick<SpoolItem, 'id' | 'state' | 'source'>): (string | MessageSource)[] {
+export function messageFiles(layout: SpoolLayout, item: Pick<SpoolItem, 'id' | 'state' | 'source'>): MessageSource[] {
   if (item.source) return [item.source];
   const data = layout.messagePath(item.id);
-  return item.state === 'corrupt' ? [path.join(layout.dir('corrupt'), `${item.id}.eml`), data] : [data];
+  const files = item.state === 'corrupt' ? [path.join(layout.dir('corrupt'), `${item.id}.eml`), data] : [data];
+  return files.map((file) => wholeFileSource(layout.fs, file));
 }
 
 export interface QueueStats {
@@ -53,7 +55,7 @@ export function queueStats(items: readonly SpoolItem[], now: number, top = 10): 
     if (!oldest || item.envelope.arrivedAt < oldest.arrivedAt) oldest = { id: item.id, state, arrivedAt: item.envelope.arrivedAt, ageMs: now - item.envelope.arrivedAt };
     for (const recipient of item.envelope.recipients) {
       if (recipient.state !== 'deferred') continue;
-      const domain = recipient.address.slice(recipient.address.lastIndexOf('@') + 1).toLowerCase();
+      const domain = domainOf(recipient.address);
       const entry = domains.get(domain) ?? { recipients: 0, messages: new Set<string>() };
       entry.recipients++;
       entry.messages.add(item.id);

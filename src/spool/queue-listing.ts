@@ -1,8 +1,8 @@
-import { access, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { readBatch } from './batch-file.js';
 import { FINAL_STATES, parseEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
+import type { SpoolFs } from './spool-fs.js';
 import type { MessageSource } from './message-source.js';
 import { entryNames, isBatchName, parseDeferredName, parseIncomingName } from './entry-names.js';
 
@@ -51,45 +51,45 @@ export interface QueueEntry {
  */
 export async function scanQueue(layout: SpoolLayout): Promise<SpoolItem[]> {
   const files: { state: QueueState; file: string; id: string }[] = [];
-  for (const name of await entriesOf(layout.dir('incoming'))) {
+  for (const name of await entriesOf(layout.fs, layout.dir('incoming'))) {
     const id = parseIncomingName(name);
     if (id) files.push({ state: 'incoming', file: path.join(layout.dir('incoming'), name), id });
   }
-  for (const name of await entriesOf(layout.dir('deferred'))) {
+  for (const name of await entriesOf(layout.fs, layout.dir('deferred'))) {
     const entry = parseDeferredName(name);
     if (entry) files.push({ state: 'deferred', file: path.join(layout.dir('deferred'), name), id: entry.id });
   }
-  for (const name of await entriesOf(layout.dir('held'))) {
+  for (const name of await entriesOf(layout.fs, layout.dir('held'))) {
     const id = parseIncomingName(name);
     if (id) files.push({ state: 'held', file: path.join(layout.dir('held'), name), id });
   }
-  for (const owner of await entriesOf(layout.dir('active'))) {
+  for (const owner of await entriesOf(layout.fs, layout.dir('active'))) {
     const dir = path.join(layout.dir('active'), owner);
-    for (const name of await readdir(dir).catch(() => [])) {
+    for (const name of await layout.fs.readdir(dir).catch(() => [])) {
       const id = parseIncomingName(name);
       if (id) files.push({ state: 'active', file: path.join(dir, name), id });
     }
   }
   const items: SpoolItem[] = [];
-  for (const { state, file } of files) items.push(...(await readEntry(file, state))); // nothing when it moved, finished or is corrupt
-  for (const name of await entriesOf(layout.dir('corrupt'))) {
+  for (const { state, file } of files) items.push(...(await readEntry(layout.fs, file, state))); // nothing when it moved, finished or is corrupt
+  for (const name of await entriesOf(layout.fs, layout.dir('corrupt'))) {
     const id = parseIncomingName(name);
     if (id) {
       const file = path.join(layout.dir('corrupt'), name);
-      items.push({ id, state: 'corrupt', file, envelope: isBatchName(name) ? null : await readEnvelope(file) });
+      items.push({ id, state: 'corrupt', file, envelope: isBatchName(name) ? null : await readEnvelope(layout.fs, file) });
     }
   }
   return items;
 }
 
 /** The messages of one queue entry: its envelope, or every record of a batch file. */
-async function readEntry(file: string, state: QueueState): Promise<SpoolItem[]> {
+async function readEntry(fs: SpoolFs, file: string, state: QueueState): Promise<SpoolItem[]> {
   if (!isBatchName(file)) {
-    const envelope = await readEnvelope(file);
+    const envelope = await readEnvelope(fs, file);
     return envelope ? [{ id: envelope.id, state, file, envelope }] : [];
   }
   try {
-    return (await readBatch(file)).map(({ envelope, source }) => ({ id: envelope.id, state, file, envelope, source }));
+    return (await readBatch(fs, file)).map(({ envelope, source }) => ({ id: envelope.id, state, file, envelope, source }));
   } catch {
     return [];
   }
@@ -102,41 +102,41 @@ export async function findQueueItem(layout: SpoolLayout, id: string): Promise<Sp
     { state: 'incoming', file: path.join(layout.dir('incoming'), name) },
     { state: 'held', file: path.join(layout.dir('held'), name) },
   ];
-  for (const entry of await entriesOf(layout.dir('deferred'))) if (parseDeferredName(entry)?.id === id) candidates.push({ state: 'deferred', file: path.join(layout.dir('deferred'), entry) });
-  for (const owner of await entriesOf(layout.dir('active'))) candidates.push({ state: 'active', file: path.join(layout.dir('active'), owner, name) });
+  for (const entry of await entriesOf(layout.fs, layout.dir('deferred'))) if (parseDeferredName(entry)?.id === id) candidates.push({ state: 'deferred', file: path.join(layout.dir('deferred'), entry) });
+  for (const owner of await entriesOf(layout.fs, layout.dir('active'))) candidates.push({ state: 'active', file: path.join(layout.dir('active'), owner, name) });
   for (const { state, file } of candidates) {
-    const envelope = await readEnvelope(file);
+    const envelope = await readEnvelope(layout.fs, file);
     if (envelope) return { id, state, file, envelope };
   }
   // A message not yet delivered may still be inside a batch file named after another message.
   const batches: { state: QueueState; file: string }[] = [];
-  for (const entry of await entriesOf(layout.dir('incoming'))) if (isBatchName(entry)) batches.push({ state: 'incoming', file: path.join(layout.dir('incoming'), entry) });
-  for (const owner of await entriesOf(layout.dir('active'))) {
+  for (const entry of await entriesOf(layout.fs, layout.dir('incoming'))) if (isBatchName(entry)) batches.push({ state: 'incoming', file: path.join(layout.dir('incoming'), entry) });
+  for (const owner of await entriesOf(layout.fs, layout.dir('active'))) {
     const dir = path.join(layout.dir('active'), owner);
-    for (const entry of await readdir(dir).catch(() => [])) if (isBatchName(entry)) batches.push({ state: 'active', file: path.join(dir, entry) });
+    for (const entry of await layout.fs.readdir(dir).catch(() => [])) if (isBatchName(entry)) batches.push({ state: 'active', file: path.join(dir, entry) });
   }
   for (const { state, file } of batches) {
-    const found = (await readEntry(file, state)).find((item) => item.id === id);
+    const found = (await readEntry(layout.fs, file, state)).find((item) => item.id === id);
     if (found) return found;
   }
   for (const corrupt of entryNames(id).map((entry) => path.join(layout.dir('corrupt'), entry))) {
-    if (await access(corrupt).then(() => true, () => false)) return { id, state: 'corrupt', file: corrupt, envelope: isBatchName(corrupt) ? null : await readEnvelope(corrupt) };
+    if (await layout.fs.access(corrupt).then(() => true, () => false)) return { id, state: 'corrupt', file: corrupt, envelope: isBatchName(corrupt) ? null : await readEnvelope(layout.fs, corrupt) };
   }
   return undefined;
 }
 
-async function readEnvelope(file: string): Promise<Envelope | null> {
+async function readEnvelope(fs: SpoolFs, file: string): Promise<Envelope | null> {
   try {
-    return parseEnvelope(await readFile(file, 'utf8'), file);
+    return parseEnvelope((await fs.readFile(file)).toString('utf8'), file);
   } catch {
     return null;
   }
 }
 
 /** A spool directory's names; none when it does not exist (held/ is missing from spools made before it). */
-async function entriesOf(dir: string): Promise<string[]> {
+async function entriesOf(fs: SpoolFs, dir: string): Promise<string[]> {
   try {
-    return (await readdir(dir)).filter((name) => !name.startsWith('.'));
+    return (await fs.readdir(dir)).filter((name) => !name.startsWith('.'));
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT' && path.basename(dir) === 'held') return [];
     throw error;

@@ -67,7 +67,8 @@ describe('mta-queue queue administration', () => {
   const snapshot = async () => {
     const names: string[] = [];
     for (const dir of ['incoming', 'deferred', 'held', 'corrupt', 'data', 'tmp'] as const) for (const name of await readdir(f.layout.dir(dir))) names.push(`${dir}/${name}`);
-    for (const owner of await readdir(f.layout.dir('active'))) for (const name of await readdir(path.join(f.layout.dir('active'), owner))) names.push(`active/${owner}/${name}`);
+    // A claim directory's lease says who owns it; it is no message.
+    for (const owner of await readdir(f.layout.dir('active'))) for (const name of await readdir(path.join(f.layout.dir('active'), owner))) if (name !== '.lease') names.push(`active/${owner}/${name}`);
     return names.sort();
   };
   const where = async (id: string) => (await snapshot()).filter((name) => name.includes(id) && !name.startsWith('data/')).map((name) => name.split('/')[0]);

@@ -3,6 +3,7 @@ import { watch } from 'node:fs';
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { newLeaseToken, procProcessTable } from '../../src/cli/process-table.js';
 import { QueueRunner } from '../../src/delivery/queue-runner.js';
 import { serializeEnvelope } from '../../src/spool/envelope.js';
 import { QueueAdmin } from '../../src/spool/queue-admin.js';
@@ -97,7 +98,7 @@ describe('mta-queue and batch files', () => {
 
   test('at shutdown, messages of a claimed batch not delivered yet go back to incoming/ one by one', async () => {
     const ids = await f.enqueueBatch(['s1', 's2', 's3'].map((seq) => ({ sender: 'app@shop.example', recipients: [`${seq}@silent.test`], message: message(seq) })));
-    const runner = new QueueRunner({ ...f.config, concurrency: 1, shutdownTimeout: 300 }, { logger: f.logs.logger, resolver: f.resolver, clock: f.clock, pid: process.pid, isAlive: () => false });
+    const runner = new QueueRunner({ ...f.config, concurrency: 1, shutdownTimeout: 300 }, f.deps());
     const sessions = mx('silent').sessions;
     await runner.start({ watch: false });
     void runner.drain();
@@ -118,7 +119,7 @@ describe('mta-queue and batch files', () => {
 
   test('holding one message of a batch splits the batch: the others stay queued on their own and are delivered', async () => {
     const [keep1, held, keep2] = await f.enqueueBatch(['h-keep1', 'h-held', 'h-keep2'].map((seq) => ({ sender: 'app@shop.example', recipients: [`${seq}@ok.test`], message: message(seq) })));
-    const admin = new QueueAdmin(f.layout, f.logs.logger);
+    const admin = new QueueAdmin(f.layout, f.logs.logger, procProcessTable(), newLeaseToken());
     const item = (await scanQueue(f.layout)).find((entry) => entry.id === held)!;
     assert.ok(item.source, 'listed from inside its batch');
     assert.deepEqual(await admin.apply('hold', item), { done: true });
@@ -134,7 +135,7 @@ describe('mta-queue and batch files', () => {
   test('a bulk command acting on several messages of one batch splits it once and acts on each', async () => {
     const ids = await f.enqueueBatch(['m-del1', 'm-keep', 'm-del2'].map((seq) => ({ sender: 'spam@shop.example', recipients: [`${seq}@ok.test`], message: message(seq) })));
     const [del1, keep, del2] = ids;
-    const admin = new QueueAdmin(f.layout, f.logs.logger);
+    const admin = new QueueAdmin(f.layout, f.logs.logger, procProcessTable(), newLeaseToken());
     const selected = (await scanQueue(f.layout)).filter((entry) => entry.id === del1 || entry.id === del2);
     admin.plan(selected);
     const before = f.logs.events('deleted').length;
@@ -155,7 +156,7 @@ describe('mta-queue and batch files', () => {
   });
 
   test('a running mta-queue recovers the claim of a process that died meanwhile, without waiting for a restart', async () => {
-    const runner = new QueueRunner({ ...f.config, pollInterval: 100 }, { logger: f.logs.logger, resolver: f.resolver, clock: f.clock, pid: process.pid, isAlive: (pid) => pid === process.pid });
+    const runner = new QueueRunner({ ...f.config, pollInterval: 100 }, f.deps());
     await runner.start({ watch: true });
     try {
       // What an admin command (or another mta-queue) that died mid-batch leaves behind.
@@ -167,7 +168,7 @@ describe('mta-queue and batch files', () => {
       while (!seqs('ok').includes('w-recovered') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
       assert.ok(seqs('ok').includes('w-recovered'), 'delivered after recovery');
       assert.ok(f.logs.events('recovered').some((line) => (line.queueIds as string[]).includes(id!)));
-      assert.deepEqual(await readdir(f.layout.dir('active')), [String(process.pid)], 'the claim directory of the dead process is gone');
+      assert.deepEqual(await readdir(f.layout.dir('active')), [path.basename(runner.claimDirectory)], 'the claim directory of the dead process is gone');
     } finally {
       await runner.close();
     }

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { classifyDeliveryError, classifySmtpReply, parseEnhancedCode, REPLY_RULES, type Verdict } from '../../src/delivery/classify.js';
+import { classifyDeliveryError, classifySmtpReply, parseEnhancedCode, REPLY_EXCERPT, REPLY_RULES, replyExcerpt, type Verdict } from '../../src/delivery/classify.js';
+import { DeliveryFailure, deliveryFailureFrom } from '../../src/delivery/delivery-failure.js';
+import { SmtpDeadlineError } from '../../src/delivery/smtp-deadlines.js';
+import { RelayError } from '../../src/shared/errors.js';
 import type { RecordedReply } from '../../src/spool/envelope.js';
 
 test('smtp replies: basic code decides, with the documented exceptions', () => {
@@ -163,4 +166,88 @@ test('delivery errors: SMTP replies, network failures, our DNS verdicts, and the
     { name: 'null', error: null, verdict: 'transient', reply: { code: null, enhanced: '4.0.0', text: 'unknown error' } },
   ];
   for (const c of cases) assert.deepEqual(classifyDeliveryError(c.error), { verdict: c.verdict, reply: c.reply }, c.name);
+});
+
+test('reply excerpts: the first lines, each and all bounded in bytes, marked where cut', () => {
+  const limits = { maxLines: 3, maxLineBytes: 12, maxBytes: 30, marker: '…' };
+  const cases: Array<[string, string, string]> = [
+    ['short reply kept as is', '451 4.7.1 a', '451 4.7.1 a'],
+    ['lines kept', '451-a\n451 b', '451-a\n451 b'],
+    ['a long line is cut', '451 0123456789abc', '451 01234567…'],
+    ['too many lines', 'a\nb\nc\nd', 'a\nb\nc…'],
+    ['within every bound', '012345678\n012345678\n012345678', '012345678\n012345678\n012345678'],
+    ['total bound, line breaks counted', 'abcdefghijkl\nabcdefghijkl\nabcdefghijkl', 'abcdefghijkl\nabcdefghijkl\nabcd…'],
+    ['a cut never splits a character', '451 xééééé', '451 xééé…'],
+    ['empty', '', ''],
+  ];
+  for (const [name, raw, expected] of cases) assert.equal(replyExcerpt(raw, limits), expected, name);
+  const huge = Array.from({ length: 10_000 }, (_, i) => `451-4.7.1 line ${i} ${'x'.repeat(600)}`).join('\r\n');
+  const excerpt = replyExcerpt(huge);
+  assert.ok(Buffer.byteLength(excerpt) <= REPLY_EXCERPT.maxBytes + Buffer.byteLength(REPLY_EXCERPT.marker), `${Buffer.byteLength(excerpt)} bytes`);
+  assert.ok(excerpt.endsWith(REPLY_EXCERPT.marker), 'marked as cut');
+  assert.equal(excerpt.split('\n').length, 4, 'four lines of 512 bytes fill 2 KiB');
+  // The recorded reply of a huge one is the excerpt, joined.
+  const recorded = classifyDeliveryError({ code: 'EENVELOPE', responseCode: 451, response: huge, message: `Can't send mail: ${huge}` });
+  assert.equal(recorded.reply.code, 451);
+  assert.ok(Buffer.byteLength(recorded.reply.text) <= REPLY_EXCERPT.maxBytes + 4, `${recorded.reply.text.length}`);
+});
+
+test('DeliveryFailure is built from each shape of error nodemailer, node and our layers raise', () => {
+  const where = { mx: 'mx.example.net', ip: '192.0.2.1', stage: 'rcpt' as const, greeted: true };
+  const refusal = Object.assign(new Error("Can't send mail - all recipients were rejected: 550 5.1.1 <bob@example.net>: no such user"), {
+    code: 'EENVELOPE',
+    response: '550 5.1.1 <bob@example.net>: no such user',
+    responseCode: 550,
+    command: 'RCPT TO',
+    recipient: 'bob@example.net',
+  });
+  const cases: Array<{ name: string; error: unknown; verdict: 'transient' | 'permanent'; reply: RecordedReply }> = [
+    { name: 'RCPT refusal', error: refusal, verdict: 'permanent', reply: { code: 550, enhanced: '5.1.1', text: '<bob@example.net>: no such user' } },
+    {
+      name: 'MAIL refusal, transient',
+      error: Object.assign(new Error('Mail command failed: 451 4.3.0 try later'), { code: 'EENVELOPE', response: '451 4.3.0 try later', responseCode: 451, command: 'MAIL FROM' }),
+      verdict: 'transient',
+      reply: { code: 451, enhanced: '4.3.0', text: 'try later' },
+    },
+    {
+      name: 'DATA refusal',
+      error: Object.assign(new Error('Message failed: 554 5.7.1 spam'), { code: 'EMESSAGE', response: '554 5.7.1 spam', responseCode: 554, command: 'DATA' }),
+      verdict: 'permanent',
+      reply: { code: 554, enhanced: '5.7.1', text: 'spam' },
+    },
+    {
+      name: 'connection refused, system code kept as originalCode',
+      error: Object.assign(new Error('connect ECONNREFUSED 192.0.2.1:25'), { code: 'ESOCKET', originalCode: 'ECONNREFUSED', command: 'CONN' }),
+      verdict: 'transient',
+      reply: { code: null, enhanced: '4.4.1', text: 'connect ECONNREFUSED 192.0.2.1:25' },
+    },
+    {
+      name: 'connection closed mid-session',
+      error: Object.assign(new Error('Connection closed unexpectedly'), { code: 'ECONNECTION', command: 'CONN' }),
+      verdict: 'transient',
+      reply: { code: null, enhanced: '4.4.2', text: 'Connection closed unexpectedly' },
+    },
+    {
+      name: 'reply too large',
+      error: Object.assign(new Error('Server response exceeds maximum allowed size'), { code: 'EPROTOCOL', command: 'CONN' }),
+      verdict: 'transient',
+      reply: { code: null, enhanced: '4.4.2', text: 'Server response exceeds maximum allowed size' },
+    },
+    { name: 'our reply deadline', error: new SmtpDeadlineError('ehlo', 300_000), verdict: 'transient', reply: { code: null, enhanced: '4.4.2', text: 'no complete reply to ehlo within 300000 ms' } },
+    { name: 'a 2yz on an error path is never a delivery', error: { code: 'EPROTOCOL', responseCode: 250, response: '250 ok' }, verdict: 'transient', reply: { code: 250, enhanced: null, text: 'ok' } },
+    { name: 'unknown', error: new TypeError('oops'), verdict: 'transient', reply: { code: null, enhanced: '4.0.0', text: 'oops' } },
+  ];
+  for (const c of cases) {
+    const failure = deliveryFailureFrom(c.error, where);
+    assert.ok(failure instanceof DeliveryFailure && failure instanceof RelayError, c.name);
+    assert.equal(failure.code, 'EDELIVERY');
+    assert.deepEqual(failure.outcome(), { verdict: c.verdict, reply: c.reply }, c.name);
+    assert.equal(failure.temporary, c.verdict === 'transient', c.name);
+    assert.equal(failure.cause, c.error, c.name);
+    assert.deepEqual([failure.mx, failure.ip, failure.stage, failure.greeted], ['mx.example.net', '192.0.2.1', 'rcpt', true], c.name);
+    assert.deepEqual(failure.fields(), { verdict: c.verdict, smtpCode: c.reply.code, enhanced: c.reply.enhanced, reply: c.reply.text, mx: 'mx.example.net', ip: '192.0.2.1', stage: 'rcpt' }, c.name);
+  }
+  const same = deliveryFailureFrom(refusal, where);
+  assert.equal(deliveryFailureFrom(same, { ...where, stage: 'data' }), same, 'an existing DeliveryFailure passes through');
+  assert.equal(same.message, '550 5.1.1 <bob@example.net>: no such user (mx.example.net [192.0.2.1])');
 });

@@ -6,6 +6,8 @@ import { simpleParser } from 'mailparser';
 import { buildDsn, dsnStatus, EXPIRED_STATUS, readHeaderBlock } from '../../src/delivery/dsn.js';
 import type { Envelope, RecipientRecord, RecordedReply } from '../../src/spool/envelope.js';
 import { tempDir } from '../helpers/temp.js';
+import { wholeFileSource } from '../../src/spool/message-source.js';
+import { nodeSpoolFs } from '../../src/spool/spool-fs.js';
 
 const ARRIVED = Date.UTC(2026, 10, 20, 8, 0, 0);
 const NOW = new Date(Date.UTC(2026, 10, 25, 8, 0, 0));
@@ -177,10 +179,10 @@ test('header block: everything before the first empty line, bounded reads', asyn
   for (const [index, c] of cases.entries()) {
     const file = path.join(dir, `${index}.eml`);
     await writeFile(file, c.file);
-    assert.equal((await readHeaderBlock(file, c.limit)).toString('latin1'), c.expected, c.name);
+    assert.equal((await readHeaderBlock(wholeFileSource(nodeSpoolFs, file), c.limit)).toString('latin1'), c.expected, c.name);
   }
   const big = path.join(dir, 'big.eml');
   await writeFile(big, Buffer.concat([Buffer.from('X-Acelle-Message-Id: abc-123\r\n\r\n'), Buffer.alloc(5 * 1024 * 1024, 'x')]));
-  assert.equal((await readHeaderBlock(big)).toString(), 'X-Acelle-Message-Id: abc-123\r\n');
-  await assert.rejects(readHeaderBlock(path.join(dir, 'missing.eml')), { code: 'ENOENT' });
+  assert.equal((await readHeaderBlock(wholeFileSource(nodeSpoolFs, big))).toString(), 'X-Acelle-Message-Id: abc-123\r\n');
+  await assert.rejects(readHeaderBlock(wholeFileSource(nodeSpoolFs, path.join(dir, 'missing.eml'))), { code: 'ENOENT' });
 });

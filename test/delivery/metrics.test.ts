@@ -11,7 +11,7 @@ const MESSAGE = 'From: news@shop.example\nTo: someone\nSubject: Hello\n\nBody\n'
 async function startRunner(f: DeliveryFixture, overrides: Partial<DeliveryFixture['config']> = {}) {
   const runner = new QueueRunner(
     { ...f.config, metrics: { host: '127.0.0.1', port: 0 }, ...overrides },
-    { logger: f.logs.logger, resolver: f.resolver, clock: f.clock, pid: process.pid, isAlive: () => false, metrics: createMetricsRegistry() },
+    f.deps({ metrics: createMetricsRegistry() }),
   );
   await runner.start({ watch: false });
   return { runner, address: runner.metricsAddress! };
@@ -86,8 +86,8 @@ describe('mta-queue metrics', () => {
       await f.enqueue('news@shop.example', ['a@silent.test'], MESSAGE);
       await f.enqueue('news@shop.example', ['b@silent.test'], MESSAGE);
       const { runner, address } = await startRunner(f, { concurrency: 1, connectTimeout: 1000 });
-      // The first waits for a greeting that never comes (1 s); the second waits for the only delivery slot.
-      assert.deepEqual(queueGauges(await scrape(address)), { incoming: 1, deferred: 0, active: 1 });
+      // The first waits for a greeting that never comes (1 s); the second, claimed too, waits for the only slot.
+      assert.deepEqual(queueGauges(await scrape(address)), { incoming: 0, deferred: 0, active: 2 });
       await runner.drain();
       let sample = await scrape(address);
       assert.deepEqual(queueGauges(sample), { incoming: 0, deferred: 2, active: 0 });

@@ -2,7 +2,10 @@ import { Resolver } from 'node:dns/promises';
 import { readdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { resolveQueueConfig, type QueueConfig } from '../../src/config/queue-config.js';
-import { QueueRunner } from '../../src/delivery/queue-runner.js';
+import { mxTransport } from '../../src/delivery/mx-transport.js';
+import { QueueRunner, type QueueDeps } from '../../src/delivery/queue-runner.js';
+import { newLeaseToken, procProcessTable } from '../../src/cli/process-table.js';
+import type { TransportFactory } from '../../src/delivery/transport.js';
 import { encodeRecord } from '../../src/spool/batch-file.js';
 import { newRecipient } from '../../src/spool/envelope.js';
 import { ensureSpool, spoolLayout, type SpoolLayout } from '../../src/spool/layout.js';
@@ -49,12 +52,16 @@ export interface DeliveryFixture {
   logs: LogCapture;
   config: QueueConfig;
   resolver: Resolver;
+  /** The MX transport towards this fixture's DNS and MXes, on the fixture's clock. */
+  transport: TransportFactory;
   /** Puts a message into the spool the way mta-server does; returns its queue id. */
   enqueue(sender: string, recipients: string[], message: string, options?: { smtpUtf8?: boolean }): Promise<string>;
   /** Puts several messages into one batch file in incoming/ (what a group commit of concurrent sessions makes); returns their ids. */
   enqueueBatch(messages: { sender: string; recipients: string[]; message: string }[]): Promise<string[]>;
+  /** What mta-queue's composition root passes a QueueRunner, towards this fixture, with a lease of its own. */
+  deps(overrides?: Partial<QueueDeps>): QueueDeps;
   /** One `mta-queue --once` pass in this process: deliver what is due now, then stop. */
-  runOnce(pid?: number): Promise<void>;
+  runOnce(): Promise<void>;
   /** Names of the files in a spool directory. */
   files(dir: 'incoming' | 'deferred' | 'data' | 'corrupt' | 'tmp'): Promise<string[]>;
   close(): Promise<void>;
@@ -79,6 +86,8 @@ export async function startDeliveryFixture(behaviours: MxBehaviour[], zone: (hos
   };
   const resolver = new Resolver({ timeout: 300, tries: 1 });
   resolver.setServers([dns.address]);
+  const transport = mxTransport(config, resolver, clock);
+  const deps = (overrides: Partial<QueueDeps> = {}): QueueDeps => ({ logger: logs.logger, transport, clock, processes: procProcessTable(), leaseToken: newLeaseToken(), ...overrides });
   return {
     dns,
     mx,
@@ -87,6 +96,7 @@ export async function startDeliveryFixture(behaviours: MxBehaviour[], zone: (hos
     logs,
     config,
     resolver,
+    transport,
     async enqueue(sender, recipients, message, options = {}) {
       const id = newQueueId(clock.now());
       const draft = writer.create(id);
@@ -104,8 +114,9 @@ export async function startDeliveryFixture(behaviours: MxBehaviour[], zone: (hos
       await rename(path.join(layout.dir('tmp'), name), path.join(layout.dir('incoming'), name));
       return records.map(({ envelope }) => envelope.id);
     },
-    async runOnce(pid = process.pid) {
-      const runner = new QueueRunner(config, { logger: logs.logger, resolver, clock, pid, isAlive: () => false });
+    deps,
+    async runOnce() {
+      const runner = new QueueRunner(config, deps());
       await runner.start({ watch: false });
       await runner.drain();
       await runner.close();

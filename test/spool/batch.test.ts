@@ -10,6 +10,7 @@ import { readSource } from '../../src/spool/message-source.js';
 import { MessageWriter } from '../../src/spool/message-writer.js';
 import { newQueueId } from '../../src/spool/queue-id.js';
 import { tempDir } from '../helpers/temp.js';
+import { nodeSpoolFs } from '../../src/spool/spool-fs.js';
 
 const NEW_ENVELOPE: Omit<Envelope, 'id' | 'size'> = {
   version: 1,
@@ -67,7 +68,7 @@ describe('spool batch files (group commit)', () => {
     const found = new Map<string, Buffer>();
     for (const file of files) {
       assert.equal((await stat(file)).mode & 0o777, 0o600);
-      const records = await readBatch(file);
+      const records = await readBatch(nodeSpoolFs, file);
       assert.equal(path.basename(file), `${records[0]!.envelope.id}.batch`, 'named after its first message');
       for (const { envelope, source } of records) {
         assert.deepEqual({ ...envelope, id: undefined, size: undefined }, { ...NEW_ENVELOPE, id: undefined, size: undefined });
@@ -87,7 +88,7 @@ describe('spool batch files (group commit)', () => {
     const file = path.join(layout.dir('incoming'), `${id}.batch`);
     const raw = await readFile(file);
     assert.equal(raw.subarray(0, RECORD_HEADER_BYTES).toString('latin1'), `MTAB1 ${String(big.length).padStart(12, '0')} ${String(raw.length - RECORD_HEADER_BYTES - big.length).padStart(12, '0')}\n`);
-    const [record, ...rest] = await readBatch(file);
+    const [record, ...rest] = await readBatch(nodeSpoolFs, file);
     assert.deepEqual(rest, []);
     assert.equal(record!.envelope.size, big.length);
     assert.deepEqual(await readSource(record!.source), big);
@@ -120,8 +121,8 @@ describe('spool batch files (group commit)', () => {
     const file = path.join(layout.dir('incoming'), `${id}.batch`);
     const raw = await readFile(file);
     await writeFile(file, raw.subarray(0, raw.length - 10));
-    await assert.rejects(readBatch(file), { code: 'ESPOOLCORRUPT', message: /runs past the end/ });
+    await assert.rejects(readBatch(nodeSpoolFs, file), { code: 'ESPOOLCORRUPT', message: /runs past the end/ });
     await writeFile(file, Buffer.concat([raw, Buffer.from('garbage '.repeat(6))]));
-    await assert.rejects(readBatch(file), { code: 'ESPOOLCORRUPT', message: /no record header at byte/ });
+    await assert.rejects(readBatch(nodeSpoolFs, file), { code: 'ESPOOLCORRUPT', message: /no record header at byte/ });
   });
 });

@@ -12,6 +12,9 @@ import { findQueueItem, scanQueue, type QueueState, type SpoolItem } from '../..
 import { deferredName } from '../../src/spool/entry-names.js';
 import { LogCapture } from '../helpers/log-capture.js';
 import { tempDir } from '../helpers/temp.js';
+import { wholeFileSource } from '../../src/spool/message-source.js';
+import { nodeSpoolFs } from '../../src/spool/spool-fs.js';
+import { newLeaseToken, procProcessTable } from '../../src/cli/process-table.js';
 
 const NOW = 1_800_000_000_000;
 const M = 60_000;
@@ -188,7 +191,7 @@ describe('on a spool', () => {
     await mkdir(path.join(layout.dir('active'), '4242'), { recursive: true });
     const claimed = path.join(layout.dir('active'), '4242', `${env.id}.json`);
     await rename(seen!.file, claimed);
-    const admin = new QueueAdmin(layout, logs.logger);
+    const admin = new QueueAdmin(layout, logs.logger, procProcessTable(), newLeaseToken());
     for (const action of ['delete', 'hold', 'flush'] as const) {
       const result = await admin.apply(action, seen!);
       assert.equal(result.done, false, action);
@@ -211,7 +214,7 @@ describe('on a spool', () => {
   test('delete: envelope and message file gone, nothing left in tmp/, one log line with sender and recipients', async () => {
     const env = envelope({ recipients: [recipient('u@gone.test', 'deferred', '451 4.3.0 later'), recipient('v@gone.test', 'delivered', '250 2.0.0 ok')] });
     await put('held', env);
-    const admin = new QueueAdmin(layout, logs.logger);
+    const admin = new QueueAdmin(layout, logs.logger, procProcessTable(), newLeaseToken());
     assert.deepEqual(await admin.apply('delete', (await findQueueItem(layout, env.id))!), { done: true });
     await admin.sync();
     assert.equal(await findQueueItem(layout, env.id), undefined);
@@ -227,7 +230,7 @@ describe('on a spool', () => {
     const env = envelope({ recipients: [recipient('u@old.test', 'pending')] });
     await put('incoming', env);
     assert.ok((await scanQueue(layout)).some((entry) => entry.id === env.id), 'listing copes without held/');
-    const admin = new QueueAdmin(layout, logs.logger);
+    const admin = new QueueAdmin(layout, logs.logger, procProcessTable(), newLeaseToken());
     assert.deepEqual(await admin.apply('hold', (await findQueueItem(layout, env.id))!), { done: true });
     assert.deepEqual(await readdir(layout.dir('held')), [`${env.id}.json`]);
     assert.deepEqual(await admin.apply('release', (await findQueueItem(layout, env.id))!), { done: true });
@@ -239,12 +242,12 @@ describe('on a spool', () => {
     const file = path.join(layout.dir('tmp'), 'headers.eml');
     const header = `Received: from x\r\n\tby relay.test\r\n${'X-Filler: ' + 'a'.repeat(8180)}\r\nSubject: straddles a chunk\r\n`;
     await writeFile(file, `${header}\r\nBODY-MARKER\r\n${'b'.repeat(3_000_000)}`);
-    const block = await readHeaderBlock(file);
+    const block = await readHeaderBlock(wholeFileSource(nodeSpoolFs, file));
     assert.equal(block?.text, header.slice(0, -2));
     assert.equal(block?.truncated, false);
-    const small = await readHeaderBlock(file, 4096);
+    const small = await readHeaderBlock(wholeFileSource(nodeSpoolFs, file), 4096);
     assert.equal(small?.truncated, true);
     assert.equal(small?.text.length, 4096);
-    assert.equal(await readHeaderBlock(path.join(layout.dir('tmp'), 'missing.eml')), null);
+    assert.equal(await readHeaderBlock(wholeFileSource(nodeSpoolFs, path.join(layout.dir('tmp'), 'missing.eml'))), null);
   });
 });

@@ -151,10 +151,11 @@ describe('both daemons as a dedicated non-root user', { skip: isRoot ? false : '
       assert.ok(!ids.groups.split(/\s+/).includes('0'), `${daemon.pid}: root's group is not kept as a supplementary group (${ids.groups})`);
     }
 
-    // Everything either daemon made (the message files above, the claim directory active/<pid>/) belongs to
+    // Everything either daemon made (the message files above, the claim directory active/<pid>-<token>/ and its
+    // lease) belongs to
     // the user, with modes that keep mail away from every other account.
     const entries = [...spooled, ...(await walk(spool))];
-    assert.ok(entries.some((entry) => entry.path.endsWith(path.join('active', String(queue.pid)))), 'mta-queue made its claim directory');
+    assert.ok(entries.some((entry) => path.basename(path.dirname(entry.path)) === 'active' && path.basename(entry.path).startsWith(`${queue.pid}-`)), 'mta-queue made its claim directory');
     for (const entry of entries) {
       assert.equal(entry.uid, uid, `${entry.path} owned by ${TEST_USER}`);
       assert.equal(entry.gid, gid, `${entry.path} group ${TEST_USER}`);

@@ -1,0 +1,46 @@
+import type { Readable } from 'node:stream';
+import type { RecordedReply } from '../spool/envelope.js';
+import type { TlsDetails } from './remote-session.js';
+import type { Verdict } from './classify.js';
+
+/**
+ * The one seam between scheduling and the wire (chasquid's Courier, maddy's DeliveryTarget): the queue knows
+ * delivery only as `deliver(domain, recipients, message) → every recipient's outcome`. The MX transport is one
+ * implementation; signing and shaping wrap it; tests drive the queue's state transitions with a double.
+ */
+export interface Transport {
+  /** Never rejects: every failure is an outcome for the recipients it concerns. */
+  deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt>;
+  /** Drops idle connections; deliveries still running finish on their own. */
+  close(): void;
+}
+
+/** What the runner lets a transport report besides outcomes (metrics). */
+export interface TransportHooks {
+  /** A DNS look-up failed, whether or not another MX then took the mail. */
+  onDnsFailure(permanent: boolean): void;
+}
+
+/** The composition root passes a factory, so the transport can report to the runner's metrics. */
+export type TransportFactory = (hooks: TransportHooks) => Transport;
+
+export interface OutgoingMessage {
+  sender: string;
+  /** A fresh body for each transaction (a buffer is shared, a file is re-opened). */
+  body(): Buffer | Readable;
+  /** The envelope holds UTF-8 addresses (RFC 6531): only an MX that offers SMTPUTF8 may take it. */
+  needsSmtpUtf8: boolean;
+}
+
+export interface RecipientOutcome {
+  verdict: Verdict;
+  reply: RecordedReply;
+}
+
+/** One attempt at one destination domain: every recipient's outcome, and where it was decided. */
+export interface DomainAttempt {
+  outcomes: Map<string, RecipientOutcome>;
+  mx: string | null;
+  ip: string | null;
+  tls: TlsDetails | null;
+}
