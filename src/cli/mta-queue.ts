@@ -15,7 +15,7 @@ const program = new Command('mta-queue')
   .enablePositionalOptions()
   .option('--once', 'deliver everything due now, wait for it, and exit 0 (deferred mail stays queued)')
   .addOption(envOption('--spool <dir>', 'spool directory shared with mta-server [/var/mailqueue]'))
-  .addOption(envOption('--concurrency <n>', 'deliveries in flight at once [20]'))
+  .addOption(envOption('--concurrency <n>', 'SMTP transactions in flight at once (a message waiting for its destination holds none) [20]'))
   .addOption(envOption('--hostname <name>', 'EHLO name and DSN reporting MTA [os.hostname()]'))
   .addOption(envOption('--dns-servers <list>', 'DNS servers for MX/A/AAAA look-ups, IP[:PORT],… [system resolver]'))
   .addOption(envOption('--smtp-port <n>', 'port used to reach every MX [25]'))
@@ -35,6 +35,8 @@ const program = new Command('mta-queue')
   .action(async (flags: Partial<QueueFlags> & { once?: boolean }) => {
     const config = resolveQueueConfig(flags, os.hostname());
     const logger = await openDaemonLogger('mta-queue', config);
+    // It is our EHLO name and the DSN's Reporting-MTA: receivers and their filters expect a fully qualified name.
+    if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
     const metrics = config.metrics ? createMetricsRegistry() : undefined;

@@ -23,7 +23,8 @@ const program = new Command('mta-server')
   .addOption(envOption('--max-size <size>', 'largest message accepted, advertised as SIZE [25m]'))
   .addOption(envOption('--max-recipients <n>', 'recipients per message; more get 452 4.5.3 [100]'))
   .addOption(envOption('--trusted-networks <cidrs>', 'clients that may send without AUTH or TLS, e.g. 127.0.0.0/8,::1 [none]'))
-  .addOption(envOption('--max-connections-per-ip <n>', 'simultaneous connections from one address [50]'))
+  .addOption(envOption('--max-connections-per-ip <n>', 'simultaneous admitted connections from one address; only the excess gets 421 [50]'))
+  .addOption(envOption('--max-connections <n>', 'simultaneous connections in all, TLS handshakes on --smtps-port included [1000]'))
   .addOption(envOption('--session-time-limit <dur>', 'longest a session may last, however active [30m]'))
   .addOption(envOption('--idle-timeout <dur>', 'longest wait for the next command [5m]'))
   .addOption(envOption('--shutdown-timeout <dur>', 'on SIGTERM, how long sessions in DATA may take to finish [30s]'))
@@ -37,6 +38,8 @@ const program = new Command('mta-server')
   .action(async (flags: Partial<ServerFlags>) => {
     const config = resolveServerConfig(flags, os.hostname());
     const logger = await openDaemonLogger('mta-server', config);
+    // It names us in the banner, EHLO, Received and Message-IDs: a bare `vm` there reads as a forgery to receivers.
+    if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
     await runUntilSignalled(logger, () => startServer(config, { logger, metrics: config.metrics ? createMetricsRegistry() : undefined }));
   });
 

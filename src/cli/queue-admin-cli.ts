@@ -1,11 +1,13 @@
 import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
 import { pino } from 'pino';
 import { parseDuration, parsePositiveInteger } from '../config/units.js';
 import { ConfigError, RelayError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
+import { escapeForTerminal } from '../shared/terminal-escape.js';
 import { FINAL_STATES } from '../spool/envelope.js';
 import { spoolLayout, type SpoolLayout } from '../spool/layout.js';
 import {
@@ -22,15 +24,18 @@ import {
 } from '../spool/queue-admin.js';
 import { isQueueId } from '../spool/queue-id.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
+import { streamSource } from '../spool/message-source.js';
 import { readHeaderBlock, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
 import { describeItem, FILTER_STATES, findQueueItem, scanQueue, type FilterState, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
 import { envOption } from './run-cli.js';
 
 /**
- * `mta-queue list | show | stats | flush | hold | release | delete`: queue administration, safe while the
+ * `mta-queue list | show | cat | stats | flush | hold | release | delete`: queue administration, safe while the
  * daemons run (src/spool/queue-admin.ts has the rules). Results for humans go to stdout; every message changed
  * gets one JSON log line on stderr (event flushed, held, released or deleted), so stdout stays readable and the
- * audit lines can be sent to the journal or a file on their own.
+ * audit lines can be sent to the journal or a file on their own. Human output passes every string that came from
+ * a client, a remote MTA or a message through escapeForTerminal (no raw control character reaches the terminal);
+ * `--json` and `cat` are exact.
  */
 
 /** An unknown id, or an action refused for the one message named: one line on stderr, exit 1. */
@@ -150,6 +155,19 @@ export function addQueueAdminCommands(program: Command): void {
     });
 
   program
+    .command('cat')
+    .description('the message exactly as it will be sent, byte for byte, on stdout (like postcat -q); for piping, not escaped')
+    .argument('<id>', 'queue id')
+    .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
+    .action(async (id: string, flags: SpoolFlags) => {
+      if (!isQueueId(id)) throw new ConfigError(`"${id}" is not a queue id (20 characters 0-9a-z)`);
+      const layout = await openSpool(flags);
+      const item = await findQueueItem(layout, id);
+      if (!item) throw new QueueAdminError(`${id}: no such message in the spool`);
+      await writeMessage(id, messageFiles(layout, item));
+    });
+
+  program
     .command('stats')
     .description('messages by state, the oldest one, and the destination domains with the most deferred recipients')
     .option('--json', 'one JSON object instead of text')
@@ -179,6 +197,25 @@ export function addQueueAdminCommands(program: Command): void {
       `Without an id, a filter or --all is required.`,
     ).action((id: string | undefined, flags: ActionFlags) => runAction(action, id, flags));
   }
+}
+
+/**
+ * Streams the first of a message's sources that exists to stdout: the same bytes, from the same range, that delivery
+ * streams (deliver-message.ts). A missing file fails at open, before anything is written, so the next one is tried.
+ */
+async function writeMessage(id: string, sources: ReturnType<typeof messageFiles>): Promise<void> {
+  for (const source of sources) {
+    try {
+      return await pipeline(streamSource(source), process.stdout, { end: false });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') continue;
+      // `mta-queue cat ID | head`: the reader has what it wanted.
+      if (code === 'EPIPE') return;
+      throw error;
+    }
+  }
+  throw new QueueAdminError(`${id}: message file missing`);
 }
 
 async function runAction(action: AdminAction, id: string | undefined, flags: ActionFlags): Promise<void> {
@@ -231,9 +268,12 @@ async function runAction(action: AdminAction, id: string | undefined, flags: Act
 
 const isoTime = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));
 
+/** A string from a client, a remote MTA or a message, for one line of human output (a column, a field). */
+const shown = (text: string) => escapeForTerminal(text);
+
 function formatTable(entries: QueueEntry[]): string {
   const lines = entries.map((entry) =>
-    [entry.id, entry.state, entry.sender || '<>', entry.pending.join(',') || '-', String(entry.attempts), isoTime(entry.nextAttemptAt), entry.lastError ?? '-'].join('\t'),
+    [entry.id, entry.state, entry.sender || '<>', entry.pending.join(',') || '-', String(entry.attempts), isoTime(entry.nextAttemptAt), entry.lastError ?? '-'].map(shown).join('\t'),
   );
   return ['ID\tSTATE\tSENDER\tPENDING\tATTEMPTS\tNEXT\tLAST ERROR', ...lines, `${entries.length} message(s)`].join('\n') + '\n';
 }
@@ -261,26 +301,27 @@ function formatShow(item: SpoolItem, file: string, headers: HeaderBlock | null):
   if (!envelope) {
     lines.push('envelope   unreadable (left in corrupt/ by mta-queue)');
   } else {
-    field('sender', envelope.sender || '<>');
+    field('sender', shown(envelope.sender || '<>'));
     field('arrived', `${isoTime(envelope.arrivedAt)} (${formatAge(Date.now() - envelope.arrivedAt)} ago)`);
     field('size', `${envelope.size} bytes, ${envelope.bodyType}${envelope.smtpUtf8 ? ', SMTPUTF8' : ''}`);
-    field('user', envelope.user ?? '-');
+    field('user', shown(envelope.user ?? '-'));
     const client = envelope.client;
-    field('client', `${client.address}${client.hostname ? ` (${client.hostname})` : ''}, helo ${client.helo ?? '-'}, ${client.tls ? `${client.tls.version} ${client.tls.cipher}` : 'no TLS'}`);
-    if (envelope.bounceOf) field('bounce of', envelope.bounceOf);
+    field('client', shown(`${client.address}${client.hostname ? ` (${client.hostname})` : ''}, helo ${client.helo ?? '-'}, ${client.tls ? `${client.tls.version} ${client.tls.cipher}` : 'no TLS'}`));
+    if (envelope.bounceOf) field('bounce of', shown(envelope.bounceOf));
     const pending = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state)).length;
     lines.push(`recipients ${envelope.recipients.length}, ${pending} pending`);
     for (const recipient of envelope.recipients) {
       const reply = recipient.lastReply ? formatReply(recipient.lastReply) : 'no reply yet';
       const via = recipient.remoteMta ? ` (${recipient.remoteMta})` : '';
-      lines.push(`  ${recipient.address}\t${recipient.state}\tattempts ${recipient.attempts}\tlast ${isoTime(recipient.lastAttemptAt)}\t${reply}${via}`);
+      lines.push(`  ${shown(recipient.address)}\t${recipient.state}\tattempts ${recipient.attempts}\tlast ${isoTime(recipient.lastAttemptAt)}\t${shown(reply + via)}`);
     }
   }
   if (!headers) {
     lines.push('headers    message file missing');
   } else {
     lines.push(`headers${headers.truncated ? ' (first 64 KiB only)' : ''}`);
-    for (const line of headers.text.split('\r\n')) lines.push(`  ${line}`);
+    // Folded lines start with a tab or spaces: tabs stay, so the continuation reads as one.
+    for (const line of headers.text.split('\r\n')) lines.push(`  ${escapeForTerminal(line, { keepTabs: true })}`);
   }
   return lines.join('\n') + '\n';
 }
@@ -290,7 +331,7 @@ function formatStats(stats: QueueStats, top: number): string {
   lines.push(`${'total'.padEnd(10)}${stats.total}`);
   lines.push(`${'oldest'.padEnd(10)}${stats.oldest ? `${stats.oldest.id} (${stats.oldest.state}), arrived ${isoTime(stats.oldest.arrivedAt)}, ${formatAge(stats.oldest.ageMs)} ago` : '-'}`);
   lines.push(`deferred recipients by domain (top ${top}):`);
-  for (const { domain, recipients, messages } of stats.deferredDomains) lines.push(`  ${domain}\t${recipients} recipient(s) in ${messages} message(s)`);
+  for (const { domain, recipients, messages } of stats.deferredDomains) lines.push(`  ${shown(domain)}\t${recipients} recipient(s) in ${messages} message(s)`);
   if (stats.deferredDomains.length === 0) lines.push('  -');
   return lines.join('\n') + '\n';
 }

@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError } from '../shared/errors.js';
-import { createLogger, openLogFile, type LogFileOptions, type Logger } from '../shared/logger.js';
+import { createLogger, openLogFile, type LogFile, type LogFileOptions, type Logger } from '../shared/logger.js';
 
 /** Exit statuses of shared/design/cli.md. */
 export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
@@ -38,6 +38,9 @@ export async function runCli(program: Command, argv: string[]): Promise<void> {
 /** Minimum gap between two stderr reports of a failing log file (a full disk fails every line). */
 const LOG_ERROR_REPORT_MS = 60_000;
 
+/** The `--log-file` behind each daemon logger, for runUntilSignalled's SIGUSR1. */
+const logFiles = new WeakMap<Logger, LogFile>();
+
 /**
  * The daemon's logger: JSON lines (or pino-pretty) on stdout, or the rotated `--log-file`. A log file that stops
  * being writable does not stop mail: the error goes to stderr (journald), at most once a minute.
@@ -50,7 +53,9 @@ export async function openDaemonLogger(name: string, config: { logLevel: string;
     process.stderr.write(`${name}: log file: ${error.message}\n`);
   };
   const file = config.logFile ? await openLogFile(config.logFile, reportError) : null;
-  return createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty', destination: file?.stream });
+  const logger = createLogger({ level: config.logLevel, pretty: config.logFormat === 'pretty', destination: file?.stream });
+  if (file) logFiles.set(logger, file);
+  return logger;
 }
 
 interface Daemon {
@@ -60,7 +65,9 @@ interface Daemon {
 
 /**
  * Starts a daemon with its signal handlers already in place: SIGTERM/SIGINT close it once and exit 0 (1 if
- * closing failed), also when they arrive while it is still starting; SIGHUP calls `reload` when there is one.
+ * closing failed), also when they arrive while it is still starting; SIGHUP calls `reload` when there is one;
+ * SIGUSR1 reopens the `--log-file` (logrotate moves the file, then signals). Without a listener of ours SIGUSR1
+ * would end the daemon (Node 20 here dies of it) or, where Node's own handler is armed, open an inspector port.
  */
 export async function runUntilSignalled(logger: Logger, start: () => Promise<Daemon>): Promise<void> {
   let daemon: Daemon | undefined;
@@ -79,6 +86,12 @@ export async function runUntilSignalled(logger: Logger, start: () => Promise<Dae
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => void daemon?.reload?.());
+  process.on('SIGUSR1', () => {
+    const file = logFiles.get(logger);
+    if (!file) return void logger.info({ event: 'signal', signal: 'SIGUSR1' }, 'SIGUSR1: no --log-file to reopen');
+    file.reopen();
+    logger.info({ event: 'log-reopened', file: file.path }, 'SIGUSR1: log file reopened');
+  });
   daemon = await start();
   if (requested) stop(requested);
 }

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import selfsigned from 'selfsigned';
@@ -39,7 +39,8 @@ async function ensureUsers(): Promise<{ user: string; password: string | null }>
   const example = await readFile(path.join(root, 'users.txt.example'), 'utf8');
   const user = /^([^#\s:][^:\s]*):/m.exec(example)?.[1] ?? 'acelle';
   if (await exists(usersFile)) return { user, password: null };
-  await copyFile(path.join(root, 'users.txt.example'), usersFile);
+  // Not copyFile: that gives the copy the example's 0644, and the file is about to hold a password.
+  await writeFile(usersFile, example, { mode: 0o600, flag: 'wx' });
   const password = randomBytes(12).toString('base64url');
   await setUserSecret(usersFile, user, await hashPassword(password));
   return { user, password };

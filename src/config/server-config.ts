@@ -15,7 +15,10 @@ export interface ServerConfig extends ObservabilityConfig {
   maxSize: number;
   maxRecipients: number;
   trustedNetworks: net.BlockList | null;
+  /** Simultaneous admitted connections from one address; only the excess is refused. */
   maxConnectionsPerIp: number;
+  /** Simultaneous connections in all, both ports, implicit-TLS handshakes in progress included. */
+  maxConnections: number;
   /** Whole-session deadline: a client that trickles commands cannot hold a slot forever. */
   sessionTimeLimit: number;
   idleTimeout: number;
@@ -37,6 +40,7 @@ export const SERVER_FLAG_DEFAULTS = {
   maxRecipients: '100',
   trustedNetworks: undefined,
   maxConnectionsPerIp: '50',
+  maxConnections: '1000',
   sessionTimeLimit: '30m',
   idleTimeout: '5m',
   ...OBSERVABILITY_FLAG_DEFAULTS,
@@ -64,6 +68,7 @@ export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname
     maxRecipients: parsePositiveInteger(required('maxRecipients'), '--max-recipients', 100_000),
     trustedNetworks: trusted ? parseNetworks(trusted, '--trusted-networks') : null,
     maxConnectionsPerIp: parsePositiveInteger(required('maxConnectionsPerIp'), '--max-connections-per-ip'),
+    maxConnections: parsePositiveInteger(required('maxConnections'), '--max-connections'),
     sessionTimeLimit: parseDuration(required('sessionTimeLimit'), '--session-time-limit'),
     idleTimeout: parseDuration(required('idleTimeout'), '--idle-timeout'),
     ...resolveObservability(value),

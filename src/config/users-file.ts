@@ -49,7 +49,8 @@ export async function setUserSecret(filePath: string, user: string, secret: stri
   const previous = await stat(filePath).catch(() => undefined);
   const tmpPath = path.join(path.dirname(filePath), `.${path.basename(filePath)}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    await writeFile(tmpPath, lines.join('\n') + '\n', { mode: previous ? previous.mode & 0o777 : 0o600, flag: 'wx' });
+    // Always 0600, whatever the old file's mode: a copy of the example made it 0644, and the file holds passwords.
+    await writeFile(tmpPath, lines.join('\n') + '\n', { mode: 0o600, flag: 'wx' });
     // Run as root for a service user's file, the rewrite must stay readable by that user: keep the owner. Anyone
     // else may only give a file to themselves, which it already is (EPERM then changes nothing).
     if (previous) await chown(tmpPath, previous.uid, previous.gid).catch((error: NodeJS.ErrnoException) => {

@@ -103,7 +103,17 @@ interface DeliveryErrorFields {
   permanent?: unknown;
 }
 
-export function classifyDeliveryError(error: unknown): { verdict: Verdict; reply: RecordedReply } {
+/**
+ * Postfix smtp_skip_5xx_greeting = yes: a 5yz banner means "this MX will not talk to us" (a blocklist, an
+ * overloaded or misconfigured host), not "this recipient does not exist". The walk moves on to the next MX, and
+ * when none greets the recipient is deferred: the reply code and text stay as the remote gave them, the enhanced
+ * code becomes 4.x.x (as Postfix rewrites its DSN status), so the retry schedule, not one bad MX, decides.
+ */
+function skipFiveXxGreeting(reply: RecordedReply): { verdict: Verdict; reply: RecordedReply } {
+  return { verdict: 'transient', reply: { ...reply, enhanced: `4.${(reply.enhanced ?? '5.0.0').slice(2)}` } };
+}
+
+export function classifyDeliveryError(error: unknown, stage?: string): { verdict: Verdict; reply: RecordedReply } {
   const fields: DeliveryErrorFields = typeof error === 'object' && error !== null ? error : {};
   // nodemailer appends the whole reply to its message, so the message is bounded like a reply.
   const message = oneLine(replyExcerpt(typeof fields.message === 'string' ? fields.message : typeof error === 'object' ? 'unknown error' : String(error)));
@@ -112,7 +122,9 @@ export function classifyDeliveryError(error: unknown): { verdict: Verdict; reply
     const code = fields.responseCode;
     const response = typeof fields.response === 'string' ? replyExcerpt(fields.response) : '';
     const remoteEnhanced = parseEnhancedCode(response);
-    return { verdict: classifySmtpReply(code, remoteEnhanced), reply: recordReply(code, remoteEnhanced, response, message) };
+    const verdict = classifySmtpReply(code, remoteEnhanced);
+    const reply = recordReply(code, remoteEnhanced, response, message);
+    return stage === 'greeting' && verdict === 'permanent' ? skipFiveXxGreeting(reply) : { verdict, reply };
   }
   // Our DNS layer marks answers that will not change on retry: null MX (RFC 7505, 5.1.10), NXDOMAIN (5.1.2).
   if (fields.permanent === true && typeof fields.enhanced === 'string' && /^5\.\d{1,3}\.\d{1,3}$/.test(fields.enhanced)) {
@@ -178,4 +190,34 @@ export function replyExcerpt(raw: string, limits: { maxLines: number; maxLineByt
 function truncateUtf8(text: string, bytes: number): string {
   // A cut inside a multi-byte character decodes to U+FFFD; drop it rather than keep a broken character.
   return Buffer.from(text).subarray(0, bytes).toString('utf8').replace(/\uFFFD+$/, '');
+}
+
+/** What a message needs of the MX that the MX did not offer: refused by us before MAIL, for every recipient. */
+export type CapabilityGap = 'smtputf8' | 'size' | '8bitmime';
+
+/**
+ * Each gap is permanent: another attempt at the same MX meets the same EHLO. "Why was this recipient bounced
+ * without a reply?" is answered here.
+ */
+export const CAPABILITY_REFUSALS: Readonly<Record<CapabilityGap, { enhanced: string; text: string; why: string }>> = {
+  smtputf8: {
+    enhanced: '5.6.7',
+    text: 'the MX does not offer SMTPUTF8, which this message needs (RFC 6531)',
+    why: 'RFC 6531 §3.2: a message that needs SMTPUTF8 must not be sent to a server that does not offer it; RFC 6531 §3.5 names the code X.6.7',
+  },
+  size: {
+    enhanced: '5.3.4',
+    text: 'message size exceeds the fixed maximum message size of the MX (RFC 1870)',
+    why: 'RFC 1870 §6.1: a client must not send a message larger than the SIZE the server announced; RFC 3463 X.3.4 "message too big for system". Refused before MAIL, so the body is never streamed for nothing',
+  },
+  '8bitmime': {
+    enhanced: '5.6.3',
+    text: 'the MX does not offer 8BITMIME and the message is DKIM-signed, so it cannot be converted to 7 bits without breaking the signature (RFC 6152)',
+    why: 'RFC 6152 §3: 8-bit data must not go to a server without 8BITMIME; it may be converted to 7 bits, which eight-bit.ts does unless a DKIM signature would break (RFC 3463 X.6.3 "conversion required but not supported")',
+  },
+};
+
+export function capabilityRefusal(gap: CapabilityGap, detail?: string): RecordedReply {
+  const rule = CAPABILITY_REFUSALS[gap];
+  return { code: null, enhanced: rule.enhanced, text: detail ? `${rule.text}: ${detail}` : rule.text };
 }

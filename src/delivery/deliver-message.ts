@@ -6,6 +6,7 @@ import { FINAL_STATES, type Envelope, type RecipientRecord, type RecipientState 
 import { readSource, streamSource, type MessageSource } from '../spool/message-source.js';
 import type { Claim, QueueStore } from '../spool/queue-store.js';
 import { queueBounce, type BounceContext } from './bounce.js';
+import { outgoingDsn } from './dsn.js';
 import type { DeliveryMetrics } from './delivery-metrics.js';
 import { readMessageHead } from '../spool/header-block.js';
 import { countReceivedHeaders, loopReply } from './hop-limit.js';
@@ -60,9 +61,12 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
   );
   const now = context.clock.now();
   const retryAt = nextAttemptAt({ schedule: context.retrySchedule, attempts: attempt, arrivedAt: envelope.arrivedAt, now, maxQueueTime: context.maxQueueTime });
+  // Delivered to an MX without DSN: a NOTIFY=SUCCESS there is ours to answer (RFC 3461 §5.2.2).
+  const relayed: RecipientRecord[] = [];
   for (const { domain, recipients, result } of attempts) {
     for (const recipient of recipients) {
       applyOutcome(recipient, result, retryAt, now, attempt);
+      if (recipient.state === 'delivered' && result.remoteDsn !== true) relayed.push(recipient);
       context.metrics?.recipientDone(recipient.state, recipient.lastReply?.code ?? null);
     }
     logAttempt(context.logger, envelope.id, domain, recipients, result, attempt, now - started);
@@ -74,12 +78,13 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
       if (failed.length > 0) {
         // Final states first: a crash before the unlink then repeats at most the DSN, never the deliveries.
         await context.store.save(claim, envelope);
-        await queueBounce(envelope, claim.source, failed, context);
       }
+      await queueBounce(envelope, claim.source, { failed, relayed }, context);
       await context.store.complete(claim);
       context.logger.info({ event: 'completed', queueId: envelope.id, ...countStates(envelope.recipients) }, 'message completed');
       return 'completed';
     }
+    await queueBounce(envelope, claim.source, { failed: [], relayed }, context);
     envelope.nextAttemptAt = retryAt ?? now;
     await context.store.defer(claim, envelope);
     return 'deferred';
@@ -110,11 +115,12 @@ function stateFor(outcome: RecipientOutcome, retryAt: number | null): RecipientS
 
 async function outgoingMessage(envelope: Envelope, source: MessageSource): Promise<OutgoingMessage> {
   const needsSmtpUtf8 = envelope.smtpUtf8 || /[^\x00-\x7f]/.test(envelope.sender + envelope.recipients.map((r) => r.address).join(''));
+  const wire = { sender: envelope.sender, needsSmtpUtf8, eightBit: envelope.bodyType === '8bitmime', size: envelope.size, dsn: outgoingDsn(envelope) };
   if (source.bytes || envelope.size <= BUFFERED_BODY_LIMIT) {
     const buffer = await readSource(source);
-    return { sender: envelope.sender, needsSmtpUtf8, body: () => buffer };
+    return { ...wire, body: () => buffer };
   }
-  return { sender: envelope.sender, needsSmtpUtf8, body: () => streamSource(source) };
+  return { ...wire, body: () => streamSource(source) };
 }
 
 function logAttempt(logger: Logger, queueId: string, domain: string, recipients: RecipientRecord[], attempt: DomainAttempt, attemptNumber: number, ms: number): void {

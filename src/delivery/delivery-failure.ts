@@ -62,7 +62,7 @@ export interface FailureContext {
 /** Classifies a raw error (nodemailer's, node's, ours) once, where it appears; a DeliveryFailure passes through. */
 export function deliveryFailureFrom(error: unknown, context: FailureContext): DeliveryFailure {
   if (error instanceof DeliveryFailure) return error;
-  const { verdict, reply } = classifyDeliveryError(error);
+  const { verdict, reply } = classifyDeliveryError(error, context.stage);
   // A 2yz on an error path is a peer (or us) out of step: never a delivery, and never a reason to bounce.
   return new DeliveryFailure({ ...context, verdict: verdict === 'permanent' ? 'permanent' : 'transient', reply }, { cause: error });
 }

@@ -4,6 +4,7 @@ import { foldLines } from 'nodemailer/lib/mime-funcs';
 import MimeNode from 'nodemailer/lib/mime-node';
 import { formatRfc5322Date } from '../shared/dates.js';
 import type { Envelope, RecipientRecord, RecordedReply } from '../spool/envelope.js';
+import type { OutgoingDsn } from './transport.js';
 
 /**
  * The bounce we send to the original sender: RFC 3464 delivery status notification inside an RFC 6522
@@ -17,6 +18,11 @@ export interface DsnInput {
   envelope: Envelope;
   /** Recipients in state 'bounced' (hard failure) or 'expired' (queue lifetime ran out). */
   failed: RecipientRecord[];
+  /**
+   * Recipients delivered to an MX that does not offer DSN while their NOTIFY asked for SUCCESS: RFC 3461 §5.2.2
+   * makes us report them, as "relayed" (RFC 3464 §2.3.3), since no later hop will.
+   */
+  relayed?: RecipientRecord[];
   /** The original header block, CRLF kept, as readHeaderBlock returns it. */
   originalHeaders: Buffer;
   now: Date;
@@ -31,13 +37,30 @@ const BOUNCED_STATUS = '5.0.0';
 const MAX_TEXT = 1000;
 const CRLF = '\r\n';
 
+/** Which DSNs a recipient's NOTIFY asks for (RFC 3461 §4.1); without NOTIFY, failures only (as Postfix). */
+export function wantsDsn(recipient: RecipientRecord, kind: 'SUCCESS' | 'FAILURE'): boolean {
+  if (recipient.notify === undefined) return kind === 'FAILURE';
+  return recipient.notify !== 'NEVER' && recipient.notify.includes(kind);
+}
+
+/** The RFC 3461 parameters of `envelope` to pass on (RFC 3461 §5.2.1), or undefined when the client gave none. */
+export function outgoingDsn(envelope: Envelope): OutgoingDsn | undefined {
+  const recipients = new Map<string, { notify?: ('SUCCESS' | 'FAILURE' | 'DELAY')[] | 'NEVER'; orcpt?: string }>();
+  for (const r of envelope.recipients) {
+    if (r.notify !== undefined || r.orcpt !== undefined) recipients.set(r.address, { ...(r.notify !== undefined && { notify: r.notify }), ...(r.orcpt !== undefined && { orcpt: r.orcpt }) });
+  }
+  if (!envelope.dsn && recipients.size === 0) return undefined;
+  return { ret: envelope.dsn?.ret ?? null, envid: envelope.dsn?.envid ?? null, recipients };
+}
+
 export async function buildDsn(p: DsnInput): Promise<Buffer> {
   if (p.envelope.sender === '') throw new Error(`${p.envelope.id}: a message with the null sender never gets a DSN (RFC 5321 §4.5.5)`);
   const root = new MimeNode('multipart/report; report-type=delivery-status');
   root.setHeader([
     { key: 'From', value: `Mail Delivery System <MAILER-DAEMON@${p.reportingMta}>` },
     { key: 'To', value: `<${p.envelope.sender}>` },
-    { key: 'Subject', value: 'Undelivered Mail Returned to Sender' },
+    // Postfix's subjects, which bounce processors match on.
+    { key: 'Subject', value: p.failed.length ? 'Undelivered Mail Returned to Sender' : 'Successful Mail Delivery Report' },
     // RFC 3834 §5: marks it as an automatic reply so vacation responders and list managers leave it alone.
     { key: 'Auto-Submitted', value: 'auto-replied' },
     { key: 'Message-ID', value: `<${p.dsnId}@${p.reportingMta}>` },
@@ -76,17 +99,21 @@ function isSevenBitClean(block: Buffer): boolean {
 
 function deliveryStatus(p: DsnInput): string {
   const perMessage = [
+    // RFC 3464 §2.2.1: the client's ENVID, first, so the sender can match the report to its submission.
+    ...(p.envelope.dsn?.envid ? [`Original-Envelope-Id: ${ascii(p.envelope.dsn.envid)}`] : []),
     `Reporting-MTA: dns; ${ascii(p.reportingMta)}`,
-    // Postfix sends X-Postfix-Queue-ID; Original-Envelope-Id would be the client's ENVID, which we do not keep.
+    // Postfix sends X-Postfix-Queue-ID.
     `X-Queue-ID: ${ascii(p.envelope.id)}`,
     `Arrival-Date: ${formatRfc5322Date(new Date(p.envelope.arrivedAt))}`,
   ];
+  const groups = [...p.failed.map((r) => recipientFields(r, 'failed')), ...(p.relayed ?? []).map((r) => recipientFields(r, 'relayed'))];
   // RFC 3464 §2.1: per-message fields, then each recipient's group after a blank line.
-  return [perMessage, ...p.failed.map(recipientFields)].map((fields) => fields.map((field) => field + CRLF).join('')).join(CRLF);
+  return [perMessage, ...groups].map((fields) => fields.map((field) => field + CRLF).join('')).join(CRLF);
 }
 
-function recipientFields(r: RecipientRecord): string[] {
-  const fields = [`Final-Recipient: ${addressField(r.address)}`, 'Action: failed', `Status: ${dsnStatus(r)}`];
+function recipientFields(r: RecipientRecord, action: 'failed' | 'relayed'): string[] {
+  const status = action === 'failed' ? dsnStatus(r) : relayedStatus(r);
+  const fields = [...(r.orcpt ? [`Original-Recipient: ${originalRecipientField(r.orcpt)}`] : []), `Final-Recipient: ${addressField(r.address)}`, `Action: ${action}`, `Status: ${status}`];
   if (r.remoteMta) fields.push(`Remote-MTA: dns; ${ascii(r.remoteMta)}`);
   const diagnostic = diagnosticCode(r.lastReply);
   // Folded like Postfix does: a long remote reply stays readable and within RFC 5322's 78-character advice.
@@ -103,6 +130,22 @@ export function dsnStatus(r: RecipientRecord): string {
   const enhanced = r.lastReply?.enhanced ?? null;
   if (enhanced !== null && enhanced.startsWith('5.')) return enhanced;
   return r.state === 'expired' ? EXPIRED_STATUS : BOUNCED_STATUS;
+}
+
+/** A relayed recipient reports the MX's 2.x.x, else 2.0.0. */
+function relayedStatus(r: RecipientRecord): string {
+  const enhanced = r.lastReply?.enhanced ?? null;
+  return enhanced !== null && enhanced.startsWith('2.') ? enhanced : '2.0.0';
+}
+
+/** ORCPT as the client gave it (`rfc822;addr`, decoded): its type kept, the address made 7-bit as in addressField. */
+function originalRecipientField(orcpt: string): string {
+  const semicolon = orcpt.indexOf(';');
+  if (semicolon <= 0) return addressField(orcpt);
+  const type = orcpt.slice(0, semicolon).trim();
+  const address = orcpt.slice(semicolon + 1).trim();
+  if (/^[\x21-\x7e]+$/.test(address)) return `${ascii(type)}; ${address}`;
+  return addressField(address);
 }
 
 /** `smtp;` only for a real SMTP reply (RFC 3464 §2.3.6); our own network/DNS failures get an X- type as Postfix's `X-Postfix;`. */
@@ -127,7 +170,7 @@ function humanReport(p: DsnInput): string {
   const lines = [
     `This is the mail system at host ${p.reportingMta}.`,
     '',
-    'Your message could not be delivered to one or more recipients.',
+    p.failed.length ? 'Your message could not be delivered to one or more recipients.' : 'Your message was delivered to the next mail system for the recipients below.',
     'Its headers are attached, and the details for each recipient follow.',
     '',
     `Queue ID: ${p.envelope.id}`,
@@ -141,6 +184,14 @@ function humanReport(p: DsnInput): string {
         : `<${r.address}>: delivery failed permanently (hard bounce).`,
     );
     lines.push(r.lastReply ? `    Last reply${from}: ${formatReply(r.lastReply)}` : '    No reply was received.', '');
+  }
+  for (const r of p.relayed ?? []) {
+    lines.push(
+      `<${r.address}>: relayed to ${r.remoteMta ?? 'the next mail system'}, which does not report delivery status;`,
+      '    this is the last notice you will get about this recipient, unless a later system reports a failure.',
+    );
+    if (r.lastReply) lines.push(`    Reply: ${formatReply(r.lastReply)}`);
+    lines.push('');
   }
   return lines.join(CRLF);
 }

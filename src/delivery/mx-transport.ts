@@ -1,11 +1,13 @@
 import type { QueueConfig } from '../config/queue-config.js';
 import type { Clock } from '../shared/clock.js';
 import type { RecordedReply } from '../spool/envelope.js';
-import { classifySmtpReply } from './classify.js';
+import type { Readable } from 'node:stream';
+import { capabilityRefusal, classifySmtpReply } from './classify.js';
 import { DeliveryFailure, deliveryFailureFrom } from './delivery-failure.js';
 import { CachingResolver } from './dns-cache.js';
 import { mayTryAnotherAddress, MX_LIMITS, type MxLimits, type MxWalk } from './mx-order.js';
-import { RemoteSession, type SessionTarget } from './remote-session.js';
+import { sevenBitPlan } from './eight-bit.js';
+import { RemoteSession, type SessionTarget, type TransactionResult } from './remote-session.js';
 import { resolveMxTargets, type DnsResolver } from './resolve-mx.js';
 import { POSTFIX_DEADLINES, type SmtpDeadlines } from './smtp-deadlines.js';
 import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
@@ -28,7 +30,6 @@ export interface TransportOptions {
   onDnsFailure?(permanent: boolean): void;
 }
 
-const SMTPUTF8_REFUSAL: RecordedReply = { code: null, enhanced: '5.6.7', text: 'the MX does not offer SMTPUTF8, which this message needs (RFC 6531)' };
 const NOTHING_TRIED: RecordedReply = { code: null, enhanced: '4.4.4', text: 'no MX address could be tried' };
 
 /** How long DNS answers are reused; short, since node's resolver gives no TTL for MX records. */
@@ -63,7 +64,8 @@ export class MxTransport implements Transport {
   }
 
   async deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
-    let last = new DeliveryFailure({ verdict: 'transient', reply: NOTHING_TRIED, mx: null, ip: null, stage: 'dns', greeted: false });
+    // Made only when no MX address could be tried at all: an Error (and its stack) per message costs.
+    let last: DeliveryFailure | undefined;
     const walk: MxWalk = { addressesTried: 0, sessionsGreeted: 0 };
     const limits = this.options.mxLimits ?? MX_LIMITS;
     try {
@@ -89,6 +91,7 @@ export class MxTransport implements Transport {
     } catch (error) {
       last = this.noteFailure(error, { mx: null, ip: null, stage: 'dns', greeted: false });
     }
+    last ??= new DeliveryFailure({ verdict: 'transient', reply: NOTHING_TRIED, mx: null, ip: null, stage: 'dns', greeted: false });
     const outcome = last.outcome();
     return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: last.mx, ip: last.ip, tls: null };
   }
@@ -109,17 +112,18 @@ export class MxTransport implements Transport {
     let session = pooled ?? (await this.connect(target));
     let result;
     try {
-      if (message.needsSmtpUtf8 && !session.supportsSmtpUtf8) {
-        this.putIdle(session);
-        const outcome: RecipientOutcome = { verdict: 'permanent', reply: SMTPUTF8_REFUSAL };
-        return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: target.host, ip: target.ip, tls: session.tls };
-      }
-      result = await session.send(message.sender, recipients, message.body());
+      result = await this.sendOn(session, recipients, message);
     } catch (error) {
       if (!pooled) throw error;
       // The remote may have dropped an idle connection since its last use: one fresh try before giving up on it.
       session = await this.connect(target);
-      result = await session.send(message.sender, recipients, message.body());
+      result = await this.sendOn(session, recipients, message);
+    }
+    if ('refusal' in result) {
+      // Refused by us before MAIL: the session is as clean as it was.
+      this.putIdle(session);
+      const outcome: RecipientOutcome = { verdict: 'permanent', reply: result.refusal };
+      return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: target.host, ip: target.ip, tls: session.tls };
     }
     const outcomes = new Map<string, RecipientOutcome>();
     const delivered = result.delivered;
@@ -130,7 +134,33 @@ export class MxTransport implements Transport {
     const reusable = delivered !== null ? session.usable : await session.reset();
     if (reusable) this.putIdle(session);
     else session.close();
-    return { outcomes, mx: target.host, ip: target.ip, tls: session.tls };
+    return { outcomes, mx: target.host, ip: target.ip, tls: session.tls, remoteDsn: session.offers('DSN') };
+  }
+
+  /**
+   * One transaction on `session`, with the MAIL parameters its EHLO allows; or our refusal, before MAIL, when the
+   * message needs what the MX does not offer (classify.ts CAPABILITY_REFUSALS): SMTPUTF8, a SIZE large enough,
+   * 8BITMIME for a message that cannot be converted (eight-bit.ts).
+   */
+  private async sendOn(session: RemoteSession, recipients: string[], message: OutgoingMessage): Promise<TransactionResult | { refusal: RecordedReply }> {
+    if (message.needsSmtpUtf8 && !session.supportsSmtpUtf8) return { refusal: capabilityRefusal('smtputf8') };
+    const max = session.maxMessageSize;
+    const tooLarge = (size: number) => ({ refusal: capabilityRefusal('size', `${size} bytes, the MX takes at most ${max}`) });
+    // Checked before the body is read: converting to 7 bits only makes a message larger.
+    if (max !== null && message.size !== undefined && message.size > max) return tooLarge(message.size);
+    let body = message.body();
+    let size = message.size ?? (Buffer.isBuffer(body) ? body.length : undefined);
+    const eightBitMime = message.eightBit === true && session.offers('8BITMIME');
+    if (message.eightBit && !eightBitMime) {
+      // Rare (every large provider offers 8BITMIME), so the whole message is read into memory for it.
+      const whole = Buffer.isBuffer(body) ? body : await readWhole(body);
+      const plan = sevenBitPlan(whole);
+      if (plan.kind === 'refused') return { refusal: plan.reply };
+      body = plan.kind === 'converted' ? plan.body : whole;
+      size = body.length;
+      if (max !== null && size > max) return tooLarge(size);
+    }
+    return session.send({ from: message.sender, to: recipients, smtpUtf8: message.needsSmtpUtf8, eightBitMime, size, dsn: message.dsn }, body);
   }
 
   private async connect(target: SessionTarget): Promise<RemoteSession> {
@@ -178,6 +208,12 @@ export class MxTransport implements Transport {
       entry.session.close();
     }
   }
+}
+
+async function readWhole(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 export { replyFromText } from './remote-session.js';

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { pipeline, Readable, Transform } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { checkServerIdentity, TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { RecordedReply } from '../spool/envelope.js';
@@ -7,6 +7,7 @@ import { parseEnhancedCode, replyExcerpt } from './classify.js';
 import { DeliveryFailure, deliveryFailureFrom, type FailureStage } from './delivery-failure.js';
 import { isUnspecifiedAddress } from './mx-order.js';
 import { ReplyDeadlines, type SmtpDeadlines } from './smtp-deadlines.js';
+import type { OutgoingDsn } from './transport.js';
 
 export interface TlsDetails {
   version: string;
@@ -46,7 +47,29 @@ const SOCKET_BACKSTOP_MS = 30 * 60_000;
 /** A reply longer than this is not buffered: the connection is closed with a transient failure (4.4.2). */
 export const MAX_REPLY_BYTES = 64 * 1024;
 
-type ExtendedConnection = SMTPConnection & { _supportedExtensions?: string[]; _socket?: net.Socket; upgrading?: boolean };
+type ExtendedConnection = SMTPConnection & {
+  _supportedExtensions?: string[];
+  /** SIZE announced in EHLO, 0 for none or no limit (RFC 1870 §4). */
+  _maxAllowedSize?: number;
+  _socket?: net.Socket;
+  /** Every command goes through it (and into the transaction log); see RemoteSession.withParameters. */
+  _sendCommand(command: string): void;
+  upgrading?: boolean;
+};
+
+/** What one transaction says beyond the addresses; each parameter goes only to an MX that offers its extension. */
+export interface TransactionEnvelope {
+  from: string;
+  to: string[];
+  /** SMTPUTF8 on MAIL (RFC 6531 §3.4): the client used it, or an address needs it. */
+  smtpUtf8?: boolean;
+  /** BODY=8BITMIME on MAIL (RFC 6152). */
+  eightBitMime?: boolean;
+  /** SIZE= on MAIL (RFC 1870). */
+  size?: number;
+  /** RET and ENVID on MAIL, NOTIFY and ORCPT on each RCPT (RFC 3461 §4). */
+  dsn?: OutgoingDsn;
+}
 
 /** Refused before any packet is sent (classified by NETWORK_ERRORS as 4.4.4). */
 class UnspecifiedAddressError extends Error {
@@ -61,6 +84,8 @@ class UnspecifiedAddressError extends Error {
  */
 export class RemoteSession {
   private broken = false;
+  /** The transaction being sent, for the parameters nodemailer cannot add itself. */
+  private current: TransactionEnvelope | null = null;
 
   private constructor(
     private readonly connection: ExtendedConnection,
@@ -70,6 +95,8 @@ export class RemoteSession {
   ) {
     connection.on('error', () => (this.broken = true));
     connection.on('end', () => (this.broken = true));
+    const sendCommand = connection._sendCommand.bind(connection);
+    connection._sendCommand = (command: string) => sendCommand(this.withParameters(command));
   }
 
   /**
@@ -129,15 +156,36 @@ export class RemoteSession {
     return !this.broken && !this.connection.destroyed;
   }
 
+  /** The MX named `extension` in its EHLO reply (as nodemailer recognises them). */
+  offers(extension: 'SMTPUTF8' | '8BITMIME' | 'SIZE' | 'DSN'): boolean {
+    return (this.connection._supportedExtensions ?? []).includes(extension);
+  }
+
   get supportsSmtpUtf8(): boolean {
-    return (this.connection._supportedExtensions ?? []).includes('SMTPUTF8');
+    return this.offers('SMTPUTF8');
+  }
+
+  /** The largest message the MX announced with SIZE, null when it announced none (or 0: no fixed limit). */
+  get maxMessageSize(): number | null {
+    return this.offers('SIZE') && this.connection._maxAllowedSize ? this.connection._maxAllowedSize : null;
   }
 
   /** One transaction; rejects (with a DeliveryFailure) only when nothing about any recipient is known. */
-  send(from: string, to: string[], message: Buffer | Readable): Promise<TransactionResult> {
+  send(envelope: TransactionEnvelope, message: Buffer | Readable): Promise<TransactionResult> {
     const failure = (error: unknown) => deliveryFailureFrom(this.deadlines.expired ?? error, { mx: this.target.host, ip: this.target.ip, stage: this.deadlines.current, greeted: true });
+    const { from, to, dsn } = envelope;
+    const options: SMTPConnection.Envelope = {
+      from,
+      to,
+      // nodemailer adds each only when the EHLO reply offered it.
+      use8BitMime: envelope.eightBitMime === true,
+      ...(envelope.size !== undefined && { size: envelope.size }),
+      ...(dsn && (dsn.ret || dsn.envid) && { dsn: { ...(dsn.ret && { ret: dsn.ret }), ...(dsn.envid && { envid: dsn.envid }) } }),
+    };
+    this.current = envelope;
     return new Promise((resolve, reject) => {
-      this.connection.send({ from, to }, this.watchedBody(message), (error, info) => {
+      this.connection.send(options, this.watchedBody(message), (error, info) => {
+        this.current = null;
         this.deadlines.settle();
         if (!error) {
           const refused = (info.rejectedErrors ?? []).map((err) => ({ address: String((err as { recipient?: string }).recipient), failure: failure(err) }));
@@ -162,6 +210,26 @@ export class RemoteSession {
     });
   }
 
+  /**
+   * The MAIL and RCPT parameters nodemailer does not add: SMTPUTF8 when only the message (not an address) needs it
+   * (nodemailer looks at the addresses alone), and NOTIFY/ORCPT per recipient (nodemailer has one set per
+   * envelope). Added at the one point every command passes, so the transaction log shows what went out.
+   */
+  private withParameters(command: string): string {
+    const envelope = this.current;
+    if (!envelope) return command;
+    if (/^MAIL FROM:/i.test(command)) {
+      return envelope.smtpUtf8 && this.offers('SMTPUTF8') && !/ SMTPUTF8(?: |$)/.test(command) ? `${command} SMTPUTF8` : command;
+    }
+    const rcpt = /^RCPT TO:<(.*)>$/i.exec(command);
+    const params = rcpt && this.offers('DSN') ? envelope.dsn?.recipients.get(rcpt[1]!) : undefined;
+    if (!params) return command;
+    const args: string[] = [];
+    if (params.notify) args.push(`NOTIFY=${params.notify === 'NEVER' ? 'NEVER' : params.notify.join(',')}`);
+    if (params.orcpt) args.push(`ORCPT=${xtext(params.orcpt)}`);
+    return args.length ? `${command} ${args.join(' ')}` : command;
+  }
+
   /** RSET, so the connection can carry the next message; false when it cannot be reused. */
   reset(): Promise<boolean> {
     if (!this.usable) return Promise.resolve(false);
@@ -181,24 +249,27 @@ export class RemoteSession {
     this.deadlines.stop();
   }
 
-  /** The body, in pieces whose passing restarts the body-transfer deadline (Postfix smtp_data_xfer_timeout). */
-  private watchedBody(message: Buffer | Readable): Readable {
-    const source = Buffer.isBuffer(message) ? Readable.from(bodyPieces(message)) : message;
+  /**
+   * A streamed body (over 1 MiB) in pieces whose passing restarts the body-transfer deadline (Postfix
+   * smtp_data_xfer_timeout); a buffered one goes as it is, its transfer covered by the deadline armed at the 354.
+   */
+  private watchedBody(message: Buffer | Readable): Buffer | Readable {
+    if (Buffer.isBuffer(message)) return message;
     const watched = new Transform({
       transform: (chunk, _encoding, callback) => {
         this.deadlines.bodyProgress();
         callback(null, chunk);
       },
     });
-    pipeline(source, watched, () => {});
+    pipeline(message, watched, () => {});
     return watched;
   }
 }
 
-const BODY_PIECE = 64 * 1024;
-
-function* bodyPieces(body: Buffer): Generator<Buffer> {
-  for (let offset = 0; offset < body.length; offset += BODY_PIECE) yield body.subarray(offset, offset + BODY_PIECE);
+/** RFC 3461 §4: xtext, `+HH` for '+', '=' and every byte outside '!'..'~' (UTF-8 bytes one by one). */
+function xtext(value: string): string {
+  const byte = (b: number) => (b >= 0x21 && b <= 0x7e && b !== 0x2b && b !== 0x3d ? String.fromCharCode(b) : `+${b.toString(16).toUpperCase().padStart(2, '0')}`);
+  return Array.from(Buffer.from(value, 'utf8'), byte).join('');
 }
 
 /** TCP connect within the connect deadline; TCP_NODELAY is set by nodemailer on the socket it is handed. */

@@ -92,10 +92,12 @@ export class ReplyDeadlines {
 
   replyReceived(): void {
     this.replies++;
-    this.awaited.shift();
+    const answered = this.awaited.shift();
     this.disarm();
     const next = this.awaited[0];
     if (next) this.arm(next);
+    // The body follows the 354 at once: its transfer has a deadline even when it goes in one write.
+    else if (answered === 'data') this.arm('body');
   }
 
   /** Each piece of the body restarts the transfer deadline (Postfix: per write); nothing is awaited meanwhile. */

@@ -28,8 +28,20 @@ export interface OutgoingMessage {
   sender: string;
   /** A fresh body for each transaction (a buffer is shared, a file is re-opened). */
   body(): Buffer | Readable;
-  /** The envelope holds UTF-8 addresses (RFC 6531): only an MX that offers SMTPUTF8 may take it. */
+  /** The envelope holds UTF-8 addresses or the client used SMTPUTF8 (RFC 6531): only an MX that offers SMTPUTF8 may take it. */
   needsSmtpUtf8: boolean;
+  /** Some byte is >= 0x80 (RFC 6152): BODY=8BITMIME where offered, else converted or refused (eight-bit.ts). Absent: 7bit. */
+  eightBit?: boolean;
+  /** Bytes of the message, for SIZE= (RFC 1870) and the MX's announced maximum. */
+  size?: number;
+  /** RFC 3461 parameters passed on to an MX that offers DSN: RET and ENVID on MAIL, NOTIFY and ORCPT per RCPT. */
+  dsn?: OutgoingDsn;
+}
+
+export interface OutgoingDsn {
+  ret: 'FULL' | 'HDRS' | null;
+  envid: string | null;
+  recipients: ReadonlyMap<string, { notify?: ('SUCCESS' | 'FAILURE' | 'DELAY')[] | 'NEVER'; orcpt?: string }>;
 }
 
 export interface RecipientOutcome {
@@ -43,4 +55,7 @@ export interface DomainAttempt {
   mx: string | null;
   ip: string | null;
   tls: TlsDetails | null;
+  /** The MX that took the transaction offered DSN, so NOTIFY went on with it and success is reported from there
+   *  (RFC 3461 §5.2); otherwise a NOTIFY=SUCCESS recipient gets a "relayed" DSN from us. */
+  remoteDsn?: boolean;
 }

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { MessageTooLargeError } from './refusals.js';
 
 const CR = 0x0d;
@@ -25,6 +26,7 @@ export class MessageNormalizer {
   private inputBytes = 0;
   private header: Buffer[] | undefined = [];
   private headerBytes = 0;
+  private sawEightBit = false;
 
   constructor(
     private readonly maxSize: number,
@@ -36,7 +38,17 @@ export class MessageNormalizer {
     return this.inputBytes;
   }
 
+  /**
+   * Some byte of the message is >= 0x80 (RFC 6152 8BITMIME). Clients rarely declare BODY=8BITMIME (PHPMailer never
+   * does), and delivery must know, since an 8-bit message may not go to an MX that does not offer it (RFC 6152 §3).
+   */
+  get eightBit(): boolean {
+    return this.sawEightBit;
+  }
+
   push(chunk: Buffer): Buffer[] {
+    // isAscii is one native (SIMD) pass; nothing is scanned once the answer is known.
+    if (!this.sawEightBit && !isAscii(chunk)) this.sawEightBit = true;
     return this.emit(this.normalizeLineEndings(chunk));
   }
 
@@ -117,6 +129,8 @@ export class MessageNormalizer {
     const present = presentFieldNames(block);
     const missing = this.additions.ifMissing.filter((field) => !present.has(field.name.toLowerCase()));
     const out: Buffer[] = [Buffer.from(this.additions.prepend)];
+    // What we add counts too: a Received line naming a UTF-8 recipient is 8-bit.
+    if (!isAscii(out[0]!)) this.sawEightBit = true;
     if (missing.length === 0 || (unterminated && this.headerBytes > MAX_HEADER_SCAN)) return out.concat(block);
     const endsWithNewline = block.length === 0 || block.subarray(-2).equals(CRLF);
     return out.concat(block, endsWithNewline ? [] : [CRLF], Buffer.from(missing.map((field) => field.line).join('')));

@@ -5,6 +5,7 @@ import { hasSmtpReply, SpoolWriteError } from '../shared/errors.js';
 import { newRecipient, type ClientInfo } from '../spool/envelope.js';
 import type { MessageDraft, MessageWriter } from '../spool/message-writer.js';
 import { newQueueId } from '../spool/queue-id.js';
+import { envelopeDsn, recipientDsn } from './esmtp-parameters.js';
 import { MessageNormalizer } from './message-normalizer.js';
 import { submissionHeaderAdditions } from './received-header.js';
 
@@ -55,20 +56,29 @@ export async function receiveMessage(stream: Readable, session: SMTPServerSessio
     await draft.commit({
       version: 1,
       sender,
-      recipients: recipients.map(newRecipient),
+      // RFC 3461 NOTIFY and ORCPT ride with each recipient, for the DSNs delivery writes.
+      recipients: session.envelope.rcptTo.map((rcpt) => ({ ...newRecipient(rcpt.address), ...recipientDsn(rcpt) })),
       user: typeof session.user === 'string' ? session.user : null,
       client,
       arrivedAt,
       smtpUtf8: Boolean(session.envelope.smtpUtf8),
-      bodyType: session.envelope.bodyType === '8bitmime' ? '8bitmime' : '7bit',
+      // Declared by the client or seen in the bytes (RFC 6152): delivery needs the truth, not the declaration.
+      bodyType: session.envelope.bodyType === '8bitmime' || normalizer.eightBit ? '8bitmime' : '7bit',
       nextAttemptAt: arrivedAt,
       bounceOf: null,
+      ...dsnField(session),
     });
     return { queueId, size: normalizer.size };
   } catch (error) {
     await draft?.discard();
     throw hasSmtpReply(error) ? error : new SpoolWriteError('spool write failed', { cause: error });
   }
+}
+
+/** RET and ENVID as an envelope field, absent when the client gave neither. */
+function dsnField(session: SMTPServerSession): { dsn?: ReturnType<typeof envelopeDsn> } {
+  const dsn = envelopeDsn(session.envelope);
+  return dsn ? { dsn } : {};
 }
 
 function clientInfo(session: SMTPServerSession): ClientInfo {

@@ -19,13 +19,27 @@ export interface ReceivedDetails {
  * recipient only when there is one, as Postfix does, so a list of recipients is not disclosed to each.
  */
 export function formatReceivedHeader(details: ReceivedDetails): string {
-  const client = `${details.helo ?? details.clientAddress} (${details.clientHostname ?? 'unknown'} [${details.clientAddress}])`;
+  const helo = details.helo === null ? details.clientAddress : traceSafe(details.helo);
+  const hostname = details.clientHostname === null ? 'unknown' : traceSafe(details.clientHostname);
+  const client = `${helo} (${hostname} [${details.clientAddress}])`;
   const tls = details.tls ? `\r\n\t(using ${details.tls.version} with cipher ${details.tls.cipher})` : '';
   const forClause = details.recipients.length === 1 ? `\r\n\tfor <${details.recipients[0]}>` : '';
   return (
     `Received: from ${client}${tls}\r\n\tby ${details.ourHostname} (mta-relay) with ${details.protocol} id ${details.queueId}` +
     `${forClause}; ${formatRfc5322Date(details.date)}\r\n`
   );
+}
+
+/** Longest client-supplied name kept in the trace line (a DNS name is at most 253 characters, RFC 1035 §2.3.4). */
+const TRACE_NAME_MAX = 255;
+
+/**
+ * The client's HELO name is whatever it typed: `evil)(by.mx.google.com;x` would close our comment and forge a
+ * `by` clause. As Postfix's smtpd does, every character not safe in a domain or address literal becomes `?`,
+ * and the name is cut to a DNS name's length.
+ */
+export function traceSafe(name: string): string {
+  return name.slice(0, TRACE_NAME_MAX).replace(/[^A-Za-z0-9.\-_:[\]]/g, '?');
 }
 
 export function submissionHeaderAdditions(details: ReceivedDetails): HeaderAdditions {

@@ -41,3 +41,21 @@ export class InvalidRecipientError extends RelayError {
   readonly code = 'EBADRCPT';
   override readonly smtp = { code: 553, enhanced: '5.1.3' };
 }
+
+/** A MAIL or RCPT parameter we do not implement (RFC 5321 §4.1.1.11, §4.5.3.1.x: 555). */
+export class UnsupportedParameterError extends RelayError {
+  readonly code = 'EBADPARAM';
+  override readonly smtp = { code: 555, enhanced: '5.5.4' };
+}
+
+/** A parameter we implement with a value it does not allow (RFC 3461 DSN values, lengths). */
+export class InvalidParameterError extends RelayError {
+  readonly code = 'EPARAMVALUE';
+  override readonly smtp = { code: 501, enhanced: '5.5.4' };
+}
+
+/** Too many error replies in one session (Postfix smtpd_hard_error_limit); the connection is closed. */
+export class TooManyErrorsError extends RelayError {
+  readonly code = 'ETOOMANYERRORS';
+  override readonly smtp = { code: 421, enhanced: '4.7.0' };
+}

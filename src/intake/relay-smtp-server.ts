@@ -2,6 +2,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { RelayError, SmtpReply } from '../shared/errors.js';
 
 const LEADING_ENHANCED_STATUS = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -10,7 +11,12 @@ const LEADING_ENHANCED_STATUS = /^[245]\.\d{1,3}\.\d{1,3} /;
  * 4.2.2. Our refusals need their own (452 4.3.1 for a spool failure, 452 4.5.3 for too many recipients): a
  * handler error whose text starts with an enhanced code is sent with that code instead of the derived one.
  */
-class RelayConnection extends SMTPConnection {
+export class RelayConnection extends SMTPConnection {
+  /** Error replies (4xx and 5xx) since the session began or last had a message accepted. */
+  private errorReplies = 0;
+  /** Set by the server before init(): the error budget and what to send once it is spent. */
+  errorLimit: ErrorLimit | undefined;
+
   /**
    * Runs once when the connection is gone. Not a 'close' listener on the socket: smtp-server's STARTTLS upgrade
    * calls removeAllListeners() on the plain socket, so such a hook never ran for an upgraded session (its per-IP
@@ -25,15 +31,49 @@ class RelayConnection extends SMTPConnection {
     closed?.();
   }
 
+  /** After an accepted message the count starts again: a long session of good mail is not cut for old mistakes. */
+  resetErrors(): void {
+    this.errorReplies = 0;
+  }
+
+  /**
+   * Postfix smtpd_hard_error_limit: once a session has had `limit` error replies, the next command gets 421 and
+   * the connection is closed, so 5,000 pipelined bad commands cost 21 replies and as many log lines, not 5,000.
+   */
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    const limit = this.errorLimit;
+    if (limit && this.errorReplies >= limit.errors) {
+      const reply = limit.reached(this);
+      this.send(reply.smtp.code, `${reply.smtp.enhanced} ${this.name} ${reply.message}`);
+      return; // 421 closes; the parser gets no callback, so nothing pipelined behind is read
+    }
+    super._onCommand(command, callback);
+  }
+
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    if (code >= 400 && code !== 421) this.errorReplies++;
     if (typeof data === 'string' && LEADING_ENHANCED_STATUS.test(data)) return super.send(code, data, false);
     super.send(code, data, context);
   }
 }
 
+export interface ErrorLimit {
+  /** Error replies a session may get before its next command is answered 421 and the connection closed. */
+  errors: number;
+  /** Called once when the limit closes a session (to log it): the 421 refusal to send. */
+  reached(connection: RelayConnection): RelayError & { smtp: SmtpReply };
+}
+
 export interface ConnectionHooks {
   /** Called once per accepted connection, before the greeting; returns a function to call when it closes. */
-  onOpen(connection: SMTPConnection): () => void;
+  onOpen(connection: RelayConnection): () => void;
+  errorLimit: ErrorLimit;
+  /**
+   * Whether an implicit-TLS socket may start its handshake: those sockets are not sessions yet, yet they hold a
+   * descriptor and CPU, so the total connection cap counts them. A refused one is closed at once (it cannot read
+   * a cleartext 421).
+   */
+  mayStartHandshake(): boolean;
 }
 
 /** smtp-server with our reply codes and a hook on every connection (per-IP counts, session deadline). */
@@ -50,7 +90,22 @@ export class RelaySmtpServer extends SMTPServer {
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data: unknown) => this._onClientConnect(data as Parameters<SMTPServer['_onClientConnect']>[0]));
+    connection.errorLimit = this.hooks.errorLimit;
     connection.whenClosed = this.hooks.onOpen(connection);
     connection.init();
+  }
+
+  override _acceptSocket(socket: net.Socket, handshake: boolean): (() => void) | false {
+    if (handshake && !this.hooks.mayStartHandshake()) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return false;
+    }
+    return super._acceptSocket(socket, handshake);
+  }
+
+  /** Implicit-TLS sockets accepted whose handshake has not finished yet. */
+  get handshakesInProgress(): number {
+    return this._pendingSockets.size;
   }
 }

@@ -1,6 +1,5 @@
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
-import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { Registry } from 'prom-client';
 import type { ServerConfig } from '../config/server-config.js';
 import { systemClock, type Clock } from '../shared/clock.js';
@@ -8,19 +7,28 @@ import { hasSmtpReply, toSmtpServerError, type RelayError } from '../shared/erro
 import type { Logger } from '../shared/logger.js';
 import { isLoopback, startMetricsServer } from '../shared/metrics.js';
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
+import type { SpoolFs } from '../spool/spool-fs.js';
 import { MessageWriter } from '../spool/message-writer.js';
 import { AuthThrottle, DEFAULT_AUTH_THROTTLE, type AuthThrottlePolicy } from './auth-throttle.js';
 import { IntakeMetrics } from './intake-metrics.js';
 import { receiveMessage } from './receive-message.js';
-import { RelaySmtpServer } from './relay-smtp-server.js';
+import { ConnectionSlots } from './connection-slots.js';
+import { TooManyErrorsError } from './refusals.js';
+import { RelaySmtpServer, type RelayConnection } from './relay-smtp-server.js';
+import { logStartupWarnings } from './startup-warnings.js';
 import { SubmissionPolicy } from './submission-policy.js';
 import { loadTlsFiles } from './tls-files.js';
 import { UserStore } from './user-store.js';
+
+/** Error replies a session may get before 421 and close: Postfix's smtpd_hard_error_limit default. */
+const HARD_ERROR_LIMIT = 20;
 
 export interface ServerDeps {
   logger: Logger;
   clock?: Clock;
   authThrottle?: AuthThrottlePolicy;
+  /** Every spool call goes through it (a fault-injecting double in tests); node's file system by default. */
+  spoolFs?: SpoolFs;
   /** Where the counters go (shared/metrics createMetricsRegistry); a private registry when absent. Served on --metrics. */
   metrics?: Registry;
 }
@@ -39,11 +47,15 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, deps: ServerDeps): Promise<RunningServer> {
   const { logger } = deps;
   const clock = deps.clock ?? systemClock;
-  const layout = spoolLayout(config.spool);
+  const layout = spoolLayout(config.spool, deps.spoolFs);
   const [tlsFiles, users] = await Promise.all([loadTlsFiles(config.certFile, config.keyFile), UserStore.load(config.usersFile), ensureSpool(layout)]);
   const writer = new MessageWriter(layout);
-  const connections = new Map<string, SMTPConnection>();
-  const perAddress = new Map<string, number>();
+  const connections = new Map<string, RelayConnection>();
+  /** Sessions holding a slot (admitted in onConnect), released when they close. */
+  const admitted = new Set<string>();
+  // Assigned below, once the servers exist; the slots only ask it when a connection arrives.
+  let handshakes = () => 0;
+  const slots = new ConnectionSlots({ perAddress: config.maxConnectionsPerIp, total: config.maxConnections }, () => handshakes());
   const inData = new Set<string>();
   let closing = false;
   const registry = deps.metrics ?? new Registry();
@@ -54,8 +66,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     throttle: new AuthThrottle(deps.authThrottle ?? DEFAULT_AUTH_THROTTLE, clock),
     trustedNetworks: config.trustedNetworks,
     maxRecipients: config.maxRecipients,
-    maxConnectionsPerIp: config.maxConnectionsPerIp,
-    connectionsFrom: (address) => perAddress.get(address) ?? 0,
+    slots,
     logger,
   });
 
@@ -72,14 +83,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
     size: config.maxSize,
     authMethods: ['PLAIN', 'LOGIN'],
     authOptional: true, // SubmissionPolicy decides, so trusted networks can send without AUTH
+    hideDSN: false, // RFC 3461 parameters are checked (esmtp-parameters.ts) and kept in the envelope for the DSNs
     hideENHANCEDSTATUSCODES: false,
     disableReverseLookup: true,
     socketTimeout: config.idleTimeout,
     closeTimeout: config.shutdownTimeout,
     logger: false,
     onConnect(session, callback) {
-      const refusal = policy.checkConnect(session);
+      const refusal = policy.admitConnection(session);
       if (refusal) return callback(refuse(session, 'connect', refusal));
+      admitted.add(session.id);
       logger.info({ event: 'connect', session: session.id, client: session.remoteAddress, tls: session.secure }, 'connect');
       callback();
     },
@@ -113,6 +126,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         .then(
           ({ queueId, size }) => {
             metrics.accepted.inc();
+            connections.get(session.id)?.resetErrors();
             metrics.acceptedBytes.inc(size);
             logger.info(
               { event: 'accepted', queueId, session: session.id, client: session.remoteAddress, user: session.user || null, size, recipients: session.envelope.rcptTo.length, ms: clock.now() - started },
@@ -140,11 +154,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   };
 
   const hooks = {
-    onOpen(connection: SMTPConnection) {
+    onOpen(connection: RelayConnection) {
       const address = connection.remoteAddress;
       metrics.connections.inc();
       connections.set(connection.id, connection);
-      perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
       const deadline = setTimeout(() => {
         logger.warn({ event: 'session-timeout', session: connection.id, client: address }, 'session time limit reached, closing');
         connection.send(421, `4.4.2 ${config.hostname} Session time limit exceeded, closing connection`);
@@ -153,16 +166,24 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       return () => {
         clearTimeout(deadline);
         connections.delete(connection.id);
-        const remaining = (perAddress.get(address) ?? 1) - 1;
-        if (remaining > 0) perAddress.set(address, remaining);
-        else perAddress.delete(address);
+        if (admitted.delete(connection.id)) slots.release(address);
       };
     },
+    errorLimit: {
+      errors: HARD_ERROR_LIMIT,
+      reached(connection: RelayConnection) {
+        const error = new TooManyErrorsError('Error: too many errors');
+        logger.warn({ event: 'too-many-errors', session: connection.id, client: connection.remoteAddress, errors: HARD_ERROR_LIMIT }, 'too many errors in one session, closing');
+        return error;
+      },
+    },
+    mayStartHandshake: () => slots.mayStartHandshake(),
   };
 
   const submission = new RelaySmtpServer({ ...options }, hooks);
   const smtps = config.smtpsPort === null ? null : new RelaySmtpServer({ ...options, secure: true }, hooks);
   const servers = smtps ? [submission, smtps] : [submission];
+  handshakes = () => smtps?.handshakesInProgress ?? 0;
   for (const server of servers) server.on('error', (error: Error) => logger.warn({ event: 'smtp-error', err: error }, 'smtp connection error'));
 
   const listen = (server: RelaySmtpServer, port: number) =>
@@ -181,6 +202,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       })
     : null;
   if (config.metrics && !isLoopback(config.metrics.host)) logger.warn({ event: 'metrics-exposed', metrics: metricsServer!.address }, 'metrics served beyond loopback, without authentication');
+  await logStartupWarnings(config, logger);
   let ports: RunningServer['ports'];
   try {
     ports = { submission: await listen(submission, config.port), smtps: smtps ? await listen(smtps, config.smtpsPort!) : null };

@@ -7,23 +7,26 @@ import {
   ClientBlockedError,
   InvalidRecipientError,
   InvalidSenderError,
-  TooManyConnectionsError,
   TooManyRecipientsError,
 } from './refusals.js';
 import type { Logger } from '../shared/logger.js';
 import type { AuthThrottle } from './auth-throttle.js';
 import type { UserStore } from './user-store.js';
 import { isValidMailbox } from './address-syntax.js';
+import type { ConnectionSlots } from './connection-slots.js';
+import { checkMailParameters, checkRcptParameters } from './esmtp-parameters.js';
 
 export interface SubmissionPolicyOptions {
   users: UserStore;
   throttle: AuthThrottle;
   trustedNetworks: net.BlockList | null;
   maxRecipients: number;
-  maxConnectionsPerIp: number;
-  connectionsFrom(address: string): number;
+  slots: ConnectionSlots;
   logger: Logger;
 }
+
+/** Of a refused user name, the log keeps this many characters: a name can be as long as an AUTH line. */
+const LOGGED_USERNAME_MAX = 100;
 
 /**
  * Who may do what in a submission session. The relay is never open: without AUTH only trusted networks may
@@ -33,13 +36,15 @@ export interface SubmissionPolicyOptions {
 export class SubmissionPolicy {
   constructor(private readonly options: SubmissionPolicyOptions) {}
 
-  /** Resolves to a refusal (the session is then closed) or undefined to greet the client. */
-  checkConnect(session: SMTPServerSession): RelayError | undefined {
+  /**
+   * A refusal (the session is then closed) or undefined to greet the client, which then holds a connection slot
+   * until the caller releases it.
+   */
+  admitConnection(session: SMTPServerSession): RelayError | undefined {
     const address = session.remoteAddress;
     if (this.options.throttle.isBlocked(address)) return new ClientBlockedError('Too many failed authentication attempts, try again later');
-    if (this.options.connectionsFrom(address) > this.options.maxConnectionsPerIp) {
-      return new TooManyConnectionsError('Too many connections from your address, try again later');
-    }
+    const full = this.options.slots.admit(address);
+    if (full) return full;
     if (!session.secure) session.disabledCommands = ['AUTH'];
     return undefined;
   }
@@ -50,24 +55,33 @@ export class SubmissionPolicy {
 
   async authenticate(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<SMTPServerAuthenticationResponse> {
     const address = session.remoteAddress;
-    const log = this.options.logger.child({ session: session.id, client: address, user: auth.username });
-    if (this.options.throttle.isBlocked(address)) throw new ClientBlockedError('Too many failed authentication attempts, try again later');
+    const log = this.options.logger.child({ session: session.id, client: address, user: loggableUsername(auth.username ?? '') });
     if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN') throw new AuthFailedError('Authentication mechanism not supported');
-    if (await this.options.users.verify(auth.username ?? '', auth.password ?? '')) {
-      this.options.throttle.recordSuccess(address);
-      log.info({ event: 'auth', result: 'ok', method: auth.method }, 'auth ok');
-      return { user: auth.username };
+    // The attempt counts from here, before the hash: parallel AUTHs wait for a place instead of racing past the limit.
+    const attempt = await this.options.throttle.begin(address);
+    if (!attempt) {
+      log.warn({ event: 'auth', result: 'blocked', method: auth.method }, 'auth refused: client address blocked');
+      throw new ClientBlockedError('Too many failed authentication attempts, try again later');
     }
-    const blocked = this.options.throttle.recordFailure(address);
-    log.warn({ event: 'auth', result: 'fail', method: auth.method }, 'auth failed');
-    if (blocked) {
+    const matches = await this.options.users.verify(auth.username ?? '', auth.password ?? '').catch((error: unknown) => {
+      attempt.failed();
+      throw error;
+    });
+    if (!matches) {
+      const blocked = attempt.failed();
+      log.warn({ event: 'auth', result: 'fail', method: auth.method }, 'auth failed');
+      if (!blocked) throw new AuthFailedError('Authentication credentials invalid');
       log.warn({ event: 'client-blocked' }, 'too many failed AUTH attempts, blocking client address');
       throw new ClientBlockedError('Too many failed authentication attempts, try again later');
     }
-    throw new AuthFailedError('Authentication credentials invalid');
+    attempt.succeeded();
+    log.info({ event: 'auth', result: 'ok', method: auth.method }, 'auth ok');
+    return { user: auth.username };
   }
 
   checkSender(address: SMTPServerAddress, session: SMTPServerSession): RelayError | undefined {
+    const badParameter = checkMailParameters(address);
+    if (badParameter) return badParameter;
     if (!this.mayRelay(session)) return new AuthRequiredError('Authentication required');
     // '' is the null reverse-path <>; apps forwarding bounces may use it.
     if (address.address !== '' && !isValidMailbox(address.address)) return new InvalidSenderError(`Bad sender address syntax <${address.address}>`);
@@ -75,6 +89,8 @@ export class SubmissionPolicy {
   }
 
   checkRecipient(address: SMTPServerAddress, session: SMTPServerSession): RelayError | undefined {
+    const badParameter = checkRcptParameters(address);
+    if (badParameter) return badParameter;
     if (!this.mayRelay(session)) return new AuthRequiredError('Authentication required');
     if (!isValidMailbox(address.address)) return new InvalidRecipientError(`Bad recipient address syntax <${address.address}>`);
     if (session.envelope.rcptTo.length >= this.options.maxRecipients) return new TooManyRecipientsError(`Too many recipients (at most ${this.options.maxRecipients} per message)`);
@@ -90,4 +106,16 @@ export class SubmissionPolicy {
     if (!networks) return false;
     return networks.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
   }
+}
+
+/**
+ * A client-chosen user name as the log shows it: cut to LOGGED_USERNAME_MAX, with backslashes, control characters,
+ * line separators and bidirectional overrides escaped (a terminal or log viewer would act on them).
+ */
+export function loggableUsername(name: string): string {
+  const escaped = name.replace(/[\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]/g, (char) => {
+    const code = char.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16)}`;
+  });
+  return escaped.length > LOGGED_USERNAME_MAX ? `${escaped.slice(0, LOGGED_USERNAME_MAX)}…` : escaped;
 }

@@ -1,7 +1,10 @@
 import { loadUsersFile } from '../config/users-file.js';
-import { verifyPassword, type Credential } from '../shared/password-hash.js';
+import { hashedCredential, verifyPassword, type Credential } from '../shared/password-hash.js';
 
-/** Unknown users are checked against this, so a probe cannot tell "no such user" from "wrong password" by time. */
+/**
+ * Unknown users are checked against this, so a probe cannot tell "no such user" from "wrong password" by time.
+ * Its cost is hashPassword's default, the cost plain lines are hashed with at load.
+ */
 const DECOY: Credential = {
   kind: 'scrypt',
   cost: 2 ** 14,
@@ -19,7 +22,7 @@ export class UserStore {
   ) {}
 
   static async load(filePath: string): Promise<UserStore> {
-    return new UserStore(filePath, await loadUsersFile(filePath));
+    return new UserStore(filePath, await loadHashed(filePath));
   }
 
   get size(): number {
@@ -27,7 +30,7 @@ export class UserStore {
   }
 
   async reload(): Promise<number> {
-    this.users = await loadUsersFile(this.filePath);
+    this.users = await loadHashed(this.filePath);
     return this.users.size;
   }
 
@@ -36,4 +39,11 @@ export class UserStore {
     const matches = await verifyPassword(credential ?? DECOY, password);
     return credential !== undefined && matches;
   }
+}
+
+/** The users file with every plain password hashed (see hashedCredential): each check then costs one scrypt. */
+async function loadHashed(filePath: string): Promise<Map<string, Credential>> {
+  const users = await loadUsersFile(filePath);
+  const hashed = await Promise.all([...users].map(async ([user, credential]) => [user, await hashedCredential(credential)] as const));
+  return new Map(hashed);
 }

@@ -27,6 +27,10 @@ export interface RecipientRecord {
   lastReply: RecordedReply | null;
   /** The MX host that gave the last reply, for the operator and the DSN's Remote-MTA. */
   remoteMta: string | null;
+  /** RFC 3461 NOTIFY as the client gave it on RCPT; absent: the default (a DSN on failure only). */
+  notify?: ('SUCCESS' | 'FAILURE' | 'DELAY')[] | 'NEVER';
+  /** RFC 3461 ORCPT as the client gave it (`rfc822;addr`, xtext decoded), for the DSN's Original-Recipient. */
+  orcpt?: string;
 }
 
 export interface ClientInfo {
@@ -56,6 +60,8 @@ export interface Envelope {
   nextAttemptAt: number;
   /** For a DSN we generated: the id of the message it reports on. */
   bounceOf: string | null;
+  /** RFC 3461 RET and ENVID from MAIL FROM, when the client gave them. */
+  dsn?: { ret: 'FULL' | 'HDRS' | null; envid: string | null };
   /** Set when the message left a batch file for an entry of its own: that batch's id (its name's id part). */
   detachedFrom?: string;
 }

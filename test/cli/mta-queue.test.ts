@@ -7,6 +7,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { makeCertificate } from '../helpers/certs.js';
 import { DaemonProcess, runCli } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
+import { toolAvailable, TOOLS } from '../helpers/external-clients.js';
 import type { ReceivedMail } from '../helpers/mx-server.js';
 
 const run = promisify(execFile);
@@ -89,7 +90,8 @@ describe('mta-queue command line', () => {
     assert.match(table.stdout, new RegExp(`${deferredId}\\tdeferred\\tapp@shop\\.example\\tx@later\\.test\\t1\\t`));
   });
 
-  test('end to end: swaks → mta-server → spool → mta-queue → MX, picked up within seconds', async () => {
+  test('end to end: swaks → mta-server → spool → mta-queue → MX, picked up within seconds', async (t) => {
+    if (!(await toolAvailable(t, TOOLS.swaks))) return;
     const certificate = await makeCertificate(path.dirname(f.layout.root), 'localhost', 'e2e-');
     const usersFile = path.join(path.dirname(f.layout.root), 'users.txt');
     await writeFile(usersFile, 'app:app-password\n', { mode: 0o600 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -245,5 +245,64 @@ describe('mta-server command line', () => {
     } finally {
       execFileSync('umount', ['-l', s.spool]);
     }
+  });
+});
+
+describe('mta-server start-up warnings and file modes', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  const daemons: DaemonProcess[] = [];
+  before(async () => ({ dir, cleanup } = await tempDir('mta-cli-warn-')));
+  after(async () => {
+    await Promise.all(daemons.map((daemon) => daemon.stop()));
+    await cleanup();
+  });
+
+  test('passwd leaves the users file 0600, also when it was 0644 before', async () => {
+    const s = await setup(dir, 'passwd-mode');
+    await writeFile(s.usersFile, 'alice:alice-password\n');
+    await chmod(s.usersFile, 0o644);
+    const result = await runCli('mta-server', ['passwd', 'bob', '--users', s.usersFile], { input: 'bob-secret\n' });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal((await stat(s.usersFile)).mode & 0o777, 0o600);
+    const fresh = path.join(s.dir, 'new-users.txt');
+    assert.equal((await runCli('mta-server', ['passwd', 'carol', '--users', fresh], { input: 'carol-secret\n' })).code, 0);
+    assert.equal((await stat(fresh)).mode & 0o777, 0o600);
+  });
+
+  test('a users file or TLS key readable by others, trusted networks covering everything and a bare hostname are each logged at start', async () => {
+    const s = await setup(dir, 'loose');
+    await chmod(s.usersFile, 0o644);
+    await chmod(s.certificate.keyFile, 0o640);
+    const args = serverArgs(s, ['--trusted-networks', '10.0.0.0/8,0.0.0.0/0']).map((arg) => (arg === 'relay.test' ? 'vm' : arg));
+    const daemon = DaemonProcess.start('mta-server', args);
+    daemons.push(daemon);
+    await daemon.waitForEvent('listening');
+    const readable = daemon.logs.filter((line) => line.event === 'file-readable-by-others');
+    assert.deepEqual(readable.map((line) => [line.what, line.file, line.mode]).sort(), [['tls-key', s.certificate.keyFile, '0640'], ['users', s.usersFile, '0644']]);
+    assert.equal(daemon.logs.filter((line) => line.event === 'trusted-networks-everything').length, 1);
+    assert.deepEqual(daemon.logs.filter((line) => line.event === 'hostname-not-fqdn').map((line) => line.hostname), ['vm']);
+    daemon.signal('SIGTERM');
+    await daemon.exit();
+  });
+
+  test('a tidy configuration logs none of those warnings', async () => {
+    const s = await setup(dir, 'tidy');
+    const { daemon } = await startDaemon(s, ['--trusted-networks', '127.0.0.0/8,::1']);
+    daemons.push(daemon);
+    const warned = daemon.logs.filter((line) => ['file-readable-by-others', 'trusted-networks-everything', 'hostname-not-fqdn'].includes(String(line.event)));
+    assert.deepEqual(warned, []);
+    daemon.signal('SIGTERM');
+    await daemon.exit();
+  });
+
+  test('mta-queue warns hostname-not-fqdn too, and not for a dotted name', async () => {
+    const spool = path.join(dir, 'queue-spool');
+    const bare = await runCli('mta-queue', ['--once', '--spool', spool, '--hostname', 'vm']);
+    assert.equal(bare.code, 0, bare.stderr);
+    assert.deepEqual(bare.logs.filter((line) => line.event === 'hostname-not-fqdn').map((line) => line.hostname), ['vm']);
+    const dotted = await runCli('mta-queue', ['--once', '--spool', spool, '--hostname', 'relay.test']);
+    assert.equal(dotted.code, 0, dotted.stderr);
+    assert.equal(dotted.logs.filter((line) => line.event === 'hostname-not-fqdn').length, 0);
   });
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { makeCertificate } from '../helpers/certs.js';
@@ -8,19 +8,23 @@ import { RawSmtpClient } from '../helpers/raw-smtp.js';
 import { healthz, scrape } from '../helpers/scrape.js';
 import { tempDir } from '../helpers/temp.js';
 
-/** The JSON lines of a log written with --log-file (every file of it), once `predicate` matches one. */
-async function waitForFileLog(dir: string, base: string, predicate: (line: DaemonLogLine) => boolean): Promise<DaemonLogLine[]> {
+/** The JSON lines of one log file; none when it does not exist (yet). */
+async function readLog(file: string): Promise<DaemonLogLine[]> {
+  const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? '' : Promise.reject(error)));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as DaemonLogLine);
+}
+
+/** The lines of `file` once `predicate` matches one of them. */
+async function waitForFileLog(file: string, predicate: (line: DaemonLogLine) => boolean): Promise<DaemonLogLine[]> {
   for (let tries = 0; tries < 300; tries++) {
-    const names = (await readdir(dir)).filter((name) => name.startsWith(`${base}.`) && name.endsWith('.log')).sort();
-    const lines = (await Promise.all(names.map((name) => readFile(path.join(dir, name), 'utf8'))))
-      .join('')
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => JSON.parse(line) as DaemonLogLine);
+    const lines = await readLog(file);
     if (lines.some(predicate)) return lines;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new Error(`no such line in ${dir}/${base}.*.log`);
+  throw new Error(`no such line in ${file}`);
 }
 
 describe('--metrics and --log-file on the command line', () => {
@@ -68,24 +72,70 @@ describe('--metrics and --log-file on the command line', () => {
     assert.equal((await plain.waitForEvent('started')).metrics, null);
   });
 
-  test('mta-server --log-file: nothing on stdout, the log in <name>.1.log up to the last line at SIGTERM', async () => {
+  test('mta-server --log-file PATH: PATH itself, nothing on stdout, up to the last line at SIGTERM', async () => {
     const logDir = path.join(dir, 'logs');
     await mkdir(logDir);
-    const daemon = start('mta-server', [...serverArgs, '--log-max-size', '10m', '--log-keep', '3'], { MTA_LOG_FILE: path.join(logDir, 'mta-server.log') });
-    const [listening] = (await waitForFileLog(logDir, 'mta-server', (line) => line.event === 'listening')).filter((line) => line.event === 'listening');
+    const file = path.join(logDir, 'mta-server.log');
+    const daemon = start('mta-server', [...serverArgs, '--log-max-size', '10m', '--log-keep', '3'], { MTA_LOG_FILE: file });
+    const [listening] = (await waitForFileLog(file, (line) => line.event === 'listening')).filter((line) => line.event === 'listening');
     // A greeting is served from a later turn of the event loop than the listening line: by then SIGTERM is handled.
     const { client, greeting } = await RawSmtpClient.connect(listening!.submission as number);
     assert.equal(greeting.code, 220);
     client.close();
     daemon.signal('SIGTERM');
     assert.equal((await daemon.exit()).code, 0);
-    assert.deepEqual(await readdir(logDir), ['mta-server.1.log']);
-    const lines = await waitForFileLog(logDir, 'mta-server', (line) => line.event === 'stopped');
-    const events = lines.map((line) => line.event);
-    assert.equal(events[0], 'listening');
-    assert.ok(events.includes('connect'));
+    assert.deepEqual(await readdir(logDir), ['mta-server.log'], 'the file named, no other');
+    const events = (await readLog(file)).map((line) => line.event);
+    assert.ok(events.includes('listening') && events.indexOf('listening') < events.indexOf('connect'), events.join());
     assert.deepEqual(events.slice(-3), ['signal', 'stopping', 'stopped'], 'the last line of the shutdown is in the file');
     assert.deepEqual(daemon.logs, [], 'stdout stays empty');
+  });
+
+  test('a running daemon rotates PATH to PATH.1 past --log-max-size; after PATH is moved away, SIGUSR1 opens a new PATH', async () => {
+    const logDir = path.join(dir, 'logs-rotated');
+    await mkdir(logDir);
+    const file = path.join(logDir, 'mta-server.log');
+    const daemon = start('mta-server', [...serverArgs, '--log-file', file, '--log-max-size', '2k', '--log-keep', '3']);
+    const port = (await waitForFileLog(file, (line) => line.event === 'listening')).find((line) => line.event === 'listening')!.submission as number;
+    const session = async () => {
+      const { client } = await RawSmtpClient.connect(port);
+      client.close();
+    };
+    for (let sessions = 0; !(await readdir(logDir)).includes('mta-server.log.1'); sessions++) {
+      assert.ok(sessions < 100, 'no rotation after 100 sessions of log lines');
+      await session();
+    }
+    await session();
+    const lastLine = await waitForFileLog(file, (line) => line.event === 'connect');
+    const older = await readLog(`${file}.1`);
+    assert.ok(older.some((line) => line.event === 'listening'), 'PATH.1 holds the older lines, the start included');
+    assert.ok((older.at(-1)!.time as number) <= (lastLine[0]!.time as number), 'PATH the newer ones');
+
+    // logrotate: move the file, then signal; lines after the signal go to a new PATH.
+    await rename(file, `${file}-20250131`);
+    daemon.signal('SIGUSR1');
+    const reopened = await waitForFileLog(file, (line) => line.event === 'log-reopened');
+    assert.equal(reopened[0]!.event, 'log-reopened', 'the first line of the new PATH');
+    assert.equal(reopened[0]!.file, file);
+    await session();
+    await waitForFileLog(file, (line) => line.event === 'connect');
+    assert.ok(!(await readLog(`${file}-20250131`)).some((line) => line.event === 'log-reopened'), 'nothing after the signal in the moved file');
+    daemon.signal('SIGTERM');
+    assert.equal((await daemon.exit()).code, 0);
+    assert.equal((await readLog(file)).at(-1)!.event, 'stopped');
+    assert.doesNotMatch(daemon.stderr, /Debugger|inspector/i, 'SIGUSR1 is ours, not the inspector\'s');
+    assert.deepEqual(daemon.logs, [], 'stdout stays empty');
+  });
+
+  test('SIGUSR1 without --log-file: logged, the daemon runs on (no inspector, no exit)', async () => {
+    const daemon = start('mta-queue', ['--spool', path.join(dir, 'usr1-spool')]);
+    await daemon.waitForEvent('started');
+    daemon.signal('SIGUSR1');
+    await daemon.waitForLog((line) => line.event === 'signal' && line.signal === 'SIGUSR1');
+    assert.equal(daemon.child.exitCode, null);
+    daemon.signal('SIGTERM');
+    assert.equal((await daemon.exit()).code, 0);
+    assert.doesNotMatch(daemon.stderr, /Debugger|inspector/i);
   });
 
   test('bad values: one line on stderr, exit 2', async () => {

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
-import { buildDsn, dsnStatus, EXPIRED_STATUS, readHeaderBlock } from '../../src/delivery/dsn.js';
+import { buildDsn, dsnStatus, EXPIRED_STATUS, outgoingDsn, readHeaderBlock, wantsDsn } from '../../src/delivery/dsn.js';
 import type { Envelope, RecipientRecord, RecordedReply } from '../../src/spool/envelope.js';
 import { tempDir } from '../helpers/temp.js';
 import { wholeFileSource } from '../../src/spool/message-source.js';
@@ -185,4 +185,50 @@ test('header block: everything before the first empty line, bounded reads', asyn
   await writeFile(big, Buffer.concat([Buffer.from('X-Acelle-Message-Id: abc-123\r\n\r\n'), Buffer.alloc(5 * 1024 * 1024, 'x')]));
   assert.equal((await readHeaderBlock(wholeFileSource(nodeSpoolFs, big))).toString(), 'X-Acelle-Message-Id: abc-123\r\n');
   await assert.rejects(readHeaderBlock(wholeFileSource(nodeSpoolFs, path.join(dir, 'missing.eml'))), { code: 'ENOENT' });
+});
+
+test('NOTIFY decides which DSNs a recipient gets (RFC 3461 §4.1); without NOTIFY, failures only', () => {
+  const cases: Array<[RecipientRecord['notify'], { SUCCESS: boolean; FAILURE: boolean }]> = [
+    [undefined, { SUCCESS: false, FAILURE: true }],
+    ['NEVER', { SUCCESS: false, FAILURE: false }],
+    [['FAILURE'], { SUCCESS: false, FAILURE: true }],
+    [['SUCCESS'], { SUCCESS: true, FAILURE: false }],
+    [['DELAY'], { SUCCESS: false, FAILURE: false }],
+    [['SUCCESS', 'FAILURE', 'DELAY'], { SUCCESS: true, FAILURE: true }],
+  ];
+  for (const [notify, expected] of cases) {
+    const r = recipient('a@b.example', 'bounced', null, notify === undefined ? {} : { notify });
+    assert.deepEqual({ SUCCESS: wantsDsn(r, 'SUCCESS'), FAILURE: wantsDsn(r, 'FAILURE') }, expected, JSON.stringify(notify));
+  }
+});
+
+test('DSN parameters passed on: only when the client gave any, per recipient', () => {
+  assert.equal(outgoingDsn(envelope([bob])), undefined);
+  const passed = outgoingDsn({ ...envelope([bob, { ...carol, notify: 'NEVER', orcpt: 'rfc822;c@example.org' }]), dsn: { ret: 'FULL', envid: 'E1' } });
+  assert.deepEqual({ ...passed, recipients: [...passed!.recipients] }, { ret: 'FULL', envid: 'E1', recipients: [['carol@example.org', { notify: 'NEVER', orcpt: 'rfc822;c@example.org' }]] });
+});
+
+test('DSN fields: Original-Envelope-Id from ENVID, Original-Recipient from ORCPT, relayed recipients', async () => {
+  const tracked = { ...bob, orcpt: 'rfc822;Bob.Original@example.net' };
+  const utf8 = { ...carol, orcpt: 'utf-8;c\u00e4rol@example.org' };
+  const relayed = recipient('dan@example.com', 'delivered', { code: 250, enhanced: '2.0.0', text: 'Ok: queued as X' }, { remoteMta: 'mx.example.com', notify: ['SUCCESS'], orcpt: 'rfc822;dan@example.com' });
+  const env = { ...envelope([tracked, utf8, relayed]), dsn: { ret: 'HDRS' as const, envid: 'QQ-314\r\nX-Bad: y' } };
+  const raw = await buildDsn({ reportingMta: 'relay.example', envelope: env, failed: [tracked, utf8], relayed: [relayed], originalHeaders: ORIGINAL_HEADERS, now: NOW, dsnId: 'dsn-3' });
+  const parsed = await simpleParser(raw, { keepDeliveryStatus: true });
+  const [perMessage, ...perRecipient] = statusGroups(parsed.attachments[0]!.content.toString('latin1'));
+  assert.equal(perMessage!['Original-Envelope-Id'], 'QQ-314??X-Bad: y', 'one line, 7-bit: no header injection');
+  assert.deepEqual(
+    perRecipient.map((group) => [group['Original-Recipient'], group['Final-Recipient'], group.Action, group.Status]),
+    [
+      ['rfc822; Bob.Original@example.net', 'rfc822; bob@example.net', 'failed', '5.1.1'],
+      ['utf-8; c\\x{E4}rol@example.org', 'rfc822; carol@example.org', 'failed', EXPIRED_STATUS],
+      ['rfc822; dan@example.com', 'rfc822; dan@example.com', 'relayed', '2.0.0'],
+    ],
+  );
+  assert.equal(parsed.subject, 'Undelivered Mail Returned to Sender');
+  assert.ok(parsed.text?.includes('<dan@example.com>: relayed to mx.example.com, which does not report delivery status'));
+  assert.ok(raw.includes(ORIGINAL_HEADERS), 'RET=HDRS or FULL: the header block, as before');
+
+  const success = await buildDsn({ reportingMta: 'relay.example', envelope: env, failed: [], relayed: [relayed], originalHeaders: ORIGINAL_HEADERS, now: NOW, dsnId: 'dsn-4' });
+  assert.equal((await simpleParser(success)).subject, 'Successful Mail Delivery Report');
 });

@@ -41,39 +41,71 @@ export function transcript(result: RunResult): string {
   return `${how}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
 }
 
-export type ExternalClient = 'swaks' | 'smtplib' | 'phpmailer';
+/** Something a test runs that the repository does not ship: a client nobody on the team wrote, a system tool. */
+export interface ExternalTool {
+  /** What is missing, for the skip message. */
+  what: string;
+  /** The Debian packages that provide it (.ci/run installs them all). */
+  packages: readonly string[];
+  /** True when the tool runs the way the tests use it. */
+  probe: () => Promise<boolean>;
+}
 
-/** Each probe runs the client the way the tests do, so "installed" also means "can do STARTTLS". */
-const probes: Record<ExternalClient, { missing: string; probe: () => Promise<boolean> }> = {
+/** Under this variable (set by .ci/run) a missing tool fails its test instead of skipping it. */
+export const REQUIRE_EXTERNAL = 'MTA_TEST_REQUIRE_EXTERNAL';
+
+/** Each probe runs the tool the way the tests do, so "installed" also means, for swaks, "can do STARTTLS". */
+export const TOOLS = {
   swaks: {
-    missing: 'swaks with TLS support not installed (swaks, libnet-ssleay-perl, libio-socket-ssl-perl)',
+    what: 'swaks with TLS support',
+    packages: ['swaks', 'libnet-ssleay-perl', 'libio-socket-ssl-perl'],
     probe: async () => /^=== TLS supported/m.test((await run('swaks', ['--support'])).stdout),
   },
   smtplib: {
-    missing: `${PYTHON} with smtplib and ssl not installed`,
+    what: `${PYTHON} with smtplib and ssl`,
+    packages: ['python3'],
     probe: async () => (await run(PYTHON, ['-c', 'import smtplib, ssl'])).code === 0,
   },
   phpmailer: {
-    missing: 'PHPMailer not installed (php-cli with openssl, libphp-phpmailer)',
+    what: 'PHPMailer on php-cli with openssl',
+    packages: ['php-cli', 'libphp-phpmailer'],
     probe: async () => {
       const check = `require '${PHPMAILER_AUTOLOAD}'; exit(class_exists('PHPMailer\\PHPMailer\\PHPMailer') && extension_loaded('openssl') ? 0 : 1);`;
       return (await run('php', ['-r', check])).code === 0;
     },
   },
-};
-const availability = new Map<ExternalClient, Promise<boolean>>();
+  systemdAnalyze: {
+    what: 'systemd-analyze',
+    packages: ['systemd'],
+    probe: async () => (await run('systemd-analyze', ['--version'])).code === 0,
+  },
+} satisfies Record<string, ExternalTool>;
+
+const probes = new Map<ExternalTool, Promise<boolean>>();
 
 /**
- * True when the client can run. Otherwise the test is skipped on a developer machine, but fails under CI:
- * CI installs every client, so a missing one is a broken install that must not pass as green.
+ * The one gate for every test that needs an external tool: true when it runs. Otherwise the test is skipped with a
+ * message naming the Debian packages, so `npm test` passes on a fresh machine; but with MTA_TEST_REQUIRE_EXTERNAL=1
+ * (what .ci/run exports after installing them) it fails, so a broken CI install never passes as green.
  */
-export async function clientAvailable(t: TestContext, client: ExternalClient): Promise<boolean> {
-  let probe = availability.get(client);
-  if (!probe) availability.set(client, (probe = probes[client].probe()));
+export async function toolAvailable(t: Pick<TestContext, 'skip'>, tool: ExternalTool, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  let probe = probes.get(tool);
+  if (!probe) probes.set(tool, (probe = tool.probe().catch(() => false)));
   if (await probe) return true;
-  if (process.env.CI) assert.fail(probes[client].missing);
-  t.skip(probes[client].missing);
+  const missing = `${tool.what} not installed (Debian: apt-get install ${tool.packages.join(' ')}; .ci/run installs it)`;
+  if (requiresExternal(env)) assert.fail(`${missing}, and ${REQUIRE_EXTERNAL}=${env[REQUIRE_EXTERNAL]} makes that a failure`);
+  t.skip(missing);
   return false;
+}
+
+function requiresExternal(env: NodeJS.ProcessEnv): boolean {
+  const value = env[REQUIRE_EXTERNAL];
+  return value !== undefined && value !== '' && value !== '0';
+}
+
+/** True when `command args` starts and exits 0: a probe for a plain binary. */
+export async function commandRuns(command: string, args: string[]): Promise<boolean> {
+  return (await run(command, args)).code === 0;
 }
 
 export function swaks(port: number, args: string[]): Promise<RunResult> {

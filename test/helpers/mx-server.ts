@@ -37,6 +37,15 @@ export interface MxBehaviour {
   /** Advertise SMTPUTF8 in EHLO (default true). Either way a non-ASCII address without the SMTPUTF8 parameter
    *  gets 553, and without the advertisement the parameter itself gets 555. */
   smtpUtf8?: boolean;
+  /** Advertise 8BITMIME in EHLO (default true). smtp-server takes BODY=8BITMIME either way, so a test reads
+   *  ReceivedMail.mailParams to see what the client sent. */
+  eightBitMime?: boolean;
+  /** Advertise DSN in EHLO and take NOTIFY/ORCPT/RET/ENVID (default true). */
+  dsn?: boolean;
+  /** Announce SIZE with this maximum; a larger SIZE= on MAIL gets 552, and so does a larger body at end of DATA. */
+  size?: number;
+  /** Wait this long before answering the end of DATA (a slow MX, so a test can race its queue). */
+  dataDelayMs?: number;
   /** Nothing listens on the address: connecting gets ECONNREFUSED at once. */
   dead?: boolean;
   /** Host name in the banner and the certificate; default mx.test. */
@@ -52,6 +61,10 @@ export interface ReceivedMail {
   tls: { version: string; cipher: string } | null;
   ehloName: string;
   smtpUtf8: boolean;
+  /** MAIL FROM parameters as smtp-server parsed them (BODY, SIZE, SMTPUTF8, RET, ENVID, …), names upper-case. */
+  mailParams: Record<string, string | boolean>;
+  /** RCPT TO parameters of each accepted recipient (NOTIFY, ORCPT, …). */
+  rcptParams: Record<string, Record<string, string | boolean>>;
 }
 
 export interface RcptAttempt {
@@ -68,6 +81,9 @@ export interface FakeMx {
   messages: ReceivedMail[];
   /** Every RCPT TO, with the code it got. */
   rcptAttempts: RcptAttempt[];
+  /** Every MAIL FROM that reached the handler, with its parameters (a MAIL refused by smtp-server itself, e.g.
+   *  a SIZE= over the maximum, is not here). */
+  mailAttempts: { address: string; params: Record<string, string | boolean> }[];
   /** Errors of connections, e.g. the failed handshakes of tls: 'broken'. */
   errors: (Error & { code?: string })[];
   /** Connections that reached the SMTP layer, refused ones included. */
@@ -146,6 +162,8 @@ function receivedMail(session: SMTPServerSession, raw: Buffer): ReceivedMail {
     tls: tlsOptions ? { version: tlsOptions.version, cipher: tlsOptions.name } : null,
     ehloName: session.hostNameAppearsAs,
     smtpUtf8: envelope.smtpUtf8 === true,
+    mailParams: envelope.mailFrom ? { ...(envelope.mailFrom.args || {}) } : {},
+    rcptParams: Object.fromEntries(envelope.rcptTo.map((rcpt) => [rcpt.address, { ...(rcpt.args || {}) }])),
   };
 }
 
@@ -155,6 +173,7 @@ export async function startMx(options: { host: string; port?: number; behaviour?
   const name = behaviour.name ?? 'mx.test';
   const messages: ReceivedMail[] = [];
   const rcptAttempts: RcptAttempt[] = [];
+  const mailAttempts: FakeMx['mailAttempts'] = [];
   const errors: FakeMx['errors'] = [];
   const waiters = new Set<() => void>();
   const unanswered = new Set<(error: SMTPServerError) => void>();
@@ -178,7 +197,7 @@ export async function startMx(options: { host: string; port?: number; behaviour?
 
   // Not spread from a shared object: that would copy `sessions` once instead of keeping the getter.
   const fakeMx = (port: number, close: () => Promise<void>): FakeMx => ({
-    host, port, name, messages, rcptAttempts, errors, waitForMessages, close,
+    host, port, name, messages, rcptAttempts, mailAttempts, errors, waitForMessages, close,
     get sessions() {
       return sessions;
     },
@@ -198,6 +217,9 @@ export async function startMx(options: { host: string; port?: number; behaviour?
     authOptional: true,
     hideENHANCEDSTATUSCODES: false,
     hideSMTPUTF8: !smtpUtf8,
+    hide8BITMIME: behaviour.eightBitMime === false,
+    hideDSN: behaviour.dsn === false,
+    ...(behaviour.size !== undefined && { size: behaviour.size }),
     closeTimeout: CLOSE_TIMEOUT_MS,
     // Disabled rather than hidden: a client that sends STARTTLS anyway gets a refusal, as from a plain MX.
     disabledCommands: tlsMode === 'none' ? ['STARTTLS'] : [],
@@ -209,6 +231,7 @@ export async function startMx(options: { host: string; port?: number; behaviour?
       else callback(behaviour.greeting ? smtpError(behaviour.greeting) : undefined);
     },
     onMailFrom(address, session, callback) {
+      mailAttempts.push({ address: address.address, params: { ...(address.args || {}) } });
       const violation = smtpUtf8Violation(address, session, smtpUtf8);
       // smtp-server applied the parameters before asking; a refused MAIL must not leave SMTPUTF8 set for the next.
       if (violation) session.envelope.smtpUtf8 = false;
@@ -220,8 +243,10 @@ export async function startMx(options: { host: string; port?: number; behaviour?
       callback(reply ? smtpError(reply) : undefined);
     },
     onData(stream, session, callback) {
-      readAll(stream).then((raw) => {
+      readAll(stream).then(async (raw) => {
+        if (behaviour.dataDelayMs) await new Promise((resolve) => setTimeout(resolve, behaviour.dataDelayMs));
         if (behaviour.data) return callback(smtpError(behaviour.data));
+        if (stream.sizeExceeded) return callback(smtpError({ code: 552, message: `message exceeds fixed maximum message size ${behaviour.size}` }));
         messages.push(receivedMail(session, raw));
         for (const check of [...waiters]) check();
         callback(null, `OK: queued as ${messages.length}`);

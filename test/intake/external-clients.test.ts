@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { clientAvailable, phpMailer, queueIdIn, smtplib, swaks, transcript } from '../helpers/external-clients.js';
+import { phpMailer, queueIdIn, smtplib, swaks, toolAvailable, TOOLS, transcript } from '../helpers/external-clients.js';
 import { queuedIds, readSpooled, type SpooledMessage } from '../helpers/spool-reader.js';
 import { startIntake, TEST_USER, type IntakeFixture } from '../helpers/intake-fixture.js';
 
@@ -52,7 +52,7 @@ describe('submission from third-party SMTP clients', () => {
   const swaksLogin = ['--auth', 'PLAIN', '--auth-user', TEST_USER.name, '--auth-password', TEST_USER.password];
 
   test('swaks: EHLO, STARTTLS, AUTH PLAIN and one message spooled as sent', async (t) => {
-    if (!(await clientAvailable(t, 'swaks'))) return;
+    if (!(await toolAvailable(t, TOOLS.swaks))) return;
     const result = await swaks(fixture.port, [
       '--tls',
       ...swaksLogin,
@@ -74,7 +74,7 @@ describe('submission from third-party SMTP clients', () => {
   });
 
   test('swaks with AUTH but without --tls is refused: AUTH is not offered in clear text and nothing is spooled', async (t) => {
-    if (!(await clientAvailable(t, 'swaks'))) return;
+    if (!(await toolAvailable(t, TOOLS.swaks))) return;
     const queued = await queuedIds(fixture.spool);
     const result = await swaks(fixture.port, [...swaksLogin, '--from', 'news@shop.example', '--to', 'alice@a.example']);
     // 28 is swaks's "error in AUTH transaction": it found no AUTH in the EHLO reply and gave up before MAIL.
@@ -88,7 +88,7 @@ describe('submission from third-party SMTP clients', () => {
   const smtplibSession = { helo: 'python.client.test', user: TEST_USER.name, from: 'app@shop.example', to: ['alice@a.example', 'bob@b.example'] };
 
   test('Python smtplib: starttls, login and sendmail to two recipients', async (t) => {
-    if (!(await clientAvailable(t, 'smtplib'))) return;
+    if (!(await toolAvailable(t, TOOLS.smtplib))) return;
     const { result, outcome } = await smtplib({
       ...smtplibSession,
       port: fixture.port,
@@ -108,7 +108,7 @@ describe('submission from third-party SMTP clients', () => {
   });
 
   test('Python smtplib: a wrong password raises SMTPAuthenticationError 535 and nothing is spooled', async (t) => {
-    if (!(await clientAvailable(t, 'smtplib'))) return;
+    if (!(await toolAvailable(t, TOOLS.smtplib))) return;
     const queued = await queuedIds(fixture.spool);
     // smtplib retries a refused login with every mechanism offered: keep those failures off 127.0.0.1.
     const source = '127.0.0.9';
@@ -122,7 +122,7 @@ describe('submission from third-party SMTP clients', () => {
   });
 
   test('PHPMailer as Acelle Mail uses it: the message and X-Acelle-Message-Id reach the spool byte for byte', async (t) => {
-    if (!(await clientAvailable(t, 'phpmailer'))) return;
+    if (!(await toolAvailable(t, TOOLS.phpmailer))) return;
     const acelleMessageId = '<1764151200.6745a1b0c3d2e@acelle.example>';
     const { result, sent } = await phpMailer({
       port: fixture.port,

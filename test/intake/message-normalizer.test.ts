@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import { parseNetworks } from '../../src/config/units.js';
 import { MessageNormalizer } from '../../src/intake/message-normalizer.js';
 import { MessageTooLargeError } from '../../src/intake/refusals.js';
+import { startIntake, type IntakeFixture } from '../helpers/intake-fixture.js';
+import { RawSmtpClient } from '../helpers/raw-smtp.js';
+import { readSpooled } from '../helpers/spool-reader.js';
 
 const ADDITIONS = {
   prepend: 'Received: x\r\n',
@@ -63,4 +67,55 @@ test('normalizer: size counts the client bytes after normalisation and throws th
   normalizer.push(Buffer.from('12345\n'));
   assert.equal(normalizer.size, 7);
   assert.throws(() => normalizer.push(Buffer.from('1234')), MessageTooLargeError);
+});
+
+/** What `eightBit` says once every chunk has been pushed and the message ended. */
+function eightBitAfter(chunks: Buffer[], prepend = 'Received: x\r\n'): boolean {
+  const normalizer = new MessageNormalizer(1_000_000, { ...ADDITIONS, prepend });
+  for (const chunk of chunks) normalizer.push(chunk);
+  normalizer.end();
+  return normalizer.eightBit;
+}
+
+for (const [name, chunks, prepend, expected] of [
+  ['ASCII only', [Buffer.from(HEAD + 'plain\r\n')], undefined, false],
+  ['one 8-bit byte in the body', [Buffer.from(HEAD + 'caf'), Buffer.from([0xe9, 0x0d, 0x0a])], undefined, true],
+  ['8-bit in a header (raw UTF-8 Subject)', [Buffer.from('Subject: \u00e7a\r\n\r\nbody\r\n')], undefined, true],
+  ['8-bit in the last of many chunks', [...Array(50).fill(Buffer.from('x'.repeat(1000) + '\r\n')), Buffer.from([0x80])], undefined, true],
+  ['our own Received line names a UTF-8 recipient', [Buffer.from(HEAD + 'plain\r\n')], 'Received: for <j\u00fcrgen@b.example>\r\n', true],
+] as const) {
+  test(`normalizer 8BITMIME detection: ${name}`, () => {
+    assert.equal(eightBitAfter([...chunks], prepend), expected);
+  });
+}
+
+describe('mta-server records the body type it saw (RFC 6152), not only the one declared', () => {
+  let fixture: IntakeFixture;
+  before(async () => {
+    fixture = await startIntake({ trustedNetworks: parseNetworks('127.0.0.2', 'test') });
+  });
+  after(() => fixture.close());
+
+  async function submit(mailFrom: string, body: Buffer): Promise<string> {
+    const { client } = await RawSmtpClient.connect(fixture.port, { localAddress: '127.0.0.2' });
+    for (const line of ['EHLO app.example', mailFrom, 'RCPT TO:<alice@a.example>', 'DATA']) await client.command(line);
+    client.write(Buffer.concat([body, Buffer.from('\r\n.\r\n')]));
+    const reply = await client.read();
+    await client.command('QUIT');
+    const id = /queued as ([0-9a-z]{20})/.exec(reply.raw)?.[1];
+    assert.ok(id, reply.raw);
+    return id;
+  }
+
+  test('PHPMailer style: 8-bit body, no BODY= on MAIL → 8bitmime', async () => {
+    const id = await submit('MAIL FROM:<news@shop.example>', Buffer.from('Subject: hi\r\n\r\nCaf\u00e9\r\n'));
+    assert.equal((await readSpooled(fixture.spool, id)).envelope.bodyType, '8bitmime');
+  });
+
+  test('ASCII body → 7bit; declared BODY=8BITMIME is kept even for ASCII', async () => {
+    const plain = await submit('MAIL FROM:<news@shop.example>', Buffer.from('Subject: hi\r\n\r\nplain\r\n'));
+    assert.equal((await readSpooled(fixture.spool, plain)).envelope.bodyType, '7bit');
+    const declared = await submit('MAIL FROM:<news@shop.example> BODY=8BITMIME', Buffer.from('Subject: hi\r\n\r\nplain\r\n'));
+    assert.equal((await readSpooled(fixture.spool, declared)).envelope.bodyType, '8bitmime');
+  });
 });

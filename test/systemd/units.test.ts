@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { REPO_ROOT } from '../helpers/daemon-process.js';
-import { run, transcript, type RunResult } from '../helpers/external-clients.js';
+import { run, toolAvailable, TOOLS, transcript, type RunResult } from '../helpers/external-clients.js';
 import { tempDir } from '../helpers/temp.js';
 
 /**
@@ -17,17 +17,9 @@ const UNITS = ['mta-server.service', 'mta-queue.service'] as const;
 const UNIT_DIR = path.join(REPO_ROOT, 'systemd');
 /** systemd-analyze's "OK" band: exposure 2.0 and below. --threshold counts in tenths. */
 const MAX_EXPOSURE = 2.0;
-const MISSING = 'systemd-analyze not installed (Debian package systemd; .ci/run installs it)';
-
-let available: Promise<boolean> | undefined;
-
-/** True when systemd-analyze runs. Skipped on a developer machine without it; under CI a missing one fails. */
-async function systemdAnalyzeAvailable(t: TestContext): Promise<boolean> {
-  available ??= run('systemd-analyze', ['--version']).then((result) => result.code === 0);
-  if (await available) return true;
-  if (process.env.CI) assert.fail(MISSING);
-  t.skip(MISSING);
-  return false;
+/** True when systemd-analyze runs (the one gate of test/helpers/external-clients.ts: skip, or fail under MTA_TEST_REQUIRE_EXTERNAL=1). */
+function systemdAnalyzeAvailable(t: TestContext): Promise<boolean> {
+  return toolAvailable(t, TOOLS.systemdAnalyze);
 }
 
 function systemdAnalyze(args: string[]): Promise<RunResult> {
