@@ -6,6 +6,8 @@ import { mxTransport } from '../delivery/mx-transport.js';
 import { QueueRunner } from '../delivery/queue-runner.js';
 import { systemClock } from '../shared/clock.js';
 import { createMetricsRegistry } from '../shared/metrics.js';
+import { addDkimCommands } from './dkim-cli.js';
+import { startDkimSigning } from './dkim-signing.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
 import { addQueueAdminCommands } from './queue-admin-cli.js';
 import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
@@ -24,6 +26,8 @@ const program = new Command('mta-queue')
   .addOption(envOption('--max-connections-per-destination <n>', 'simultaneous connections per recipient domain [10]'))
   .addOption(envOption('--poll-interval <dur>', 'fallback scan of the spool for new mail [1s]'))
   .addOption(envOption('--connect-timeout <dur>', 'TCP connect and greeting timeout per MX address [30s]'))
+  .addOption(envOption('--dkim-dir <dir>', 'DKIM keys and their states, re-read on SIGHUP and when they change (docs/dkim.md) [/etc/mta-relay/dkim]'))
+  .addOption(envOption('--dkim-default-domain <domain>', "sign with this domain's key when neither the From: domain nor a parent of it has one [none]"))
   .addOption(envOption('--shutdown-timeout <dur>', 'on SIGTERM, how long deliveries in flight may finish [30s]'))
   .addOption(envOption('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent [info]'))
   .addOption(envOption('--log-format <format>', 'json (for journald) or pretty [json]'))
@@ -40,7 +44,9 @@ const program = new Command('mta-queue')
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
     const metrics = config.metrics ? createMetricsRegistry() : undefined;
-    const runner = new QueueRunner(config, { logger, transport: mxTransport(config, resolver, systemClock), processes: procProcessTable(), leaseToken: newLeaseToken(), metrics });
+    // Signed at delivery, not at intake: retries and DSNs get the key that is active when they go out.
+    const dkim = await startDkimSigning(config, mxTransport(config, resolver, systemClock), { logger, clock: systemClock, registry: metrics });
+    const runner = new QueueRunner(config, { logger, transport: dkim.transport, processes: procProcessTable(), leaseToken: newLeaseToken(), metrics });
     if (flags.once) {
       await runner.start({ watch: false });
       await runner.drain();
@@ -49,11 +55,20 @@ const program = new Command('mta-queue')
     }
     await runUntilSignalled(logger, async () => {
       await runner.start({ watch: true });
-      return runner;
+      dkim.keyring.watch();
+      return {
+        close: async () => {
+          dkim.keyring.close();
+          await runner.close();
+        },
+        reload: () => dkim.keyring.load('sighup'),
+      };
     });
   });
 
 // list, show, stats, flush, hold, release, delete: queue administration, safe while the daemons run.
 addQueueAdminCommands(program);
+// dkim keygen, list, check, activate, retire, remove (docs/dkim.md).
+addDkimCommands(program);
 
 await runCli(program, process.argv);

@@ -17,17 +17,19 @@ export function envOption(flags: string, description: string): Option {
  */
 export async function runCli(program: Command, argv: string[]): Promise<void> {
   const name = program.name();
-  program.exitOverride();
-  program.configureOutput({ outputError: (text, write) => write(text.split('\n')[0]!.replace(/^error: /, `${name}: `) + '\n') });
-  for (const sub of program.commands) {
-    sub.exitOverride();
-    sub.configureOutput({ outputError: (text, write) => write(text.split('\n')[0]!.replace(/^error: /, `${name}: `) + '\n') });
-  }
+  // Every level (`mta-queue dkim keygen` is two deep): commander would otherwise exit 1 on a usage error itself.
+  const oneLineErrors = (command: Command) => {
+    command.exitOverride();
+    command.configureOutput({ outputError: (text, write) => write(text.split('\n')[0]!.replace(/^error: /, `${name}: `) + '\n') });
+    command.commands.forEach(oneLineErrors);
+  };
+  oneLineErrors(program);
   try {
     await program.parseAsync(argv);
   } catch (error) {
     if (error instanceof CommanderError) {
-      process.exit(['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(error.code) ? EXIT.ok : EXIT.usage);
+      // `--help`, `help` and `--version` exit 0; help shown because a subcommand is missing (`mta-queue dkim`) is usage.
+      process.exit(['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(error.code) && error.exitCode === 0 ? EXIT.ok : EXIT.usage);
     }
     const usage = error instanceof ConfigError;
     process.stderr.write(`${name}: ${(error as Error).message}\n`);

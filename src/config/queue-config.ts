@@ -18,6 +18,10 @@ export interface QueueConfig extends ObservabilityConfig {
   connectTimeout: number;
   /** A message whose delivery failed for a reason of ours (not the remote's: the disk, a bug) waits this long. */
   localErrorBackoff: number;
+  /** `--dkim-dir`: the DKIM keys and their states (dkim/key-store.ts); missing means no keys, mail goes unsigned. */
+  dkimDir: string;
+  /** `--dkim-default-domain`: whose key signs when neither the From: domain nor a parent of it has one; null: none. */
+  dkimDefaultDomain: string | null;
 }
 
 export type QueueFlags = Record<keyof typeof QUEUE_FLAG_DEFAULTS, string | undefined>;
@@ -33,6 +37,8 @@ export const QUEUE_FLAG_DEFAULTS = {
   maxConnectionsPerDestination: '10',
   pollInterval: '1s',
   connectTimeout: '30s',
+  dkimDir: '/etc/mta-relay/dkim',
+  dkimDefaultDomain: undefined,
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
@@ -42,6 +48,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
   const smtpPort = parsePort(value('smtpPort'), '--smtp-port');
   if (smtpPort === 0) throw new ConfigError('--smtp-port: 0 is not a port to connect to');
   if (value('spool') === '') throw new ConfigError('--spool must not be empty');
+  if (value('dkimDir') === '') throw new ConfigError('--dkim-dir must not be empty');
   return {
     spool: value('spool'),
     concurrency: parsePositiveInteger(value('concurrency'), '--concurrency', 10_000),
@@ -54,12 +61,25 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     pollInterval: parseDuration(value('pollInterval'), '--poll-interval'),
     connectTimeout: parseDuration(value('connectTimeout'), '--connect-timeout'),
     localErrorBackoff: 60_000,
+    dkimDir: value('dkimDir'),
+    dkimDefaultDomain: parseDefaultDomain(value('dkimDefaultDomain')),
     ...resolveObservability(value),
   };
 }
 
+/** A DNS name of at least two labels (the key directory's names are lower-case A-labels), or null when not given. */
+function parseDefaultDomain(text: string): string | null {
+  if (text === '') return null;
+  const domain = text.trim().toLowerCase().replace(/\.$/, '');
+  const label = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+  if (domain.length > 253 || !domain.includes('.') || !domain.split('.').every((part) => label.test(part))) {
+    throw new ConfigError(`--dkim-default-domain: "${text}" is not a domain name (A-label form for IDNs)`);
+  }
+  return domain;
+}
+
 /** `IP` or `IP:PORT` (IPv6 with a port as `[::1]:53`), as node's Resolver#setServers takes them. */
-function parseDnsServer(text: string): string {
+export function parseDnsServer(text: string): string {
   const match = /^(?:\[([0-9a-f:.]+)\]|([0-9.]+)|([0-9a-f:]+))(?::(\d+))?$/i.exec(text);
   const port = match?.[4];
   if (!match || (match[3] && port) || (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535))) {

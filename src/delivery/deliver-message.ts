@@ -115,7 +115,7 @@ function stateFor(outcome: RecipientOutcome, retryAt: number | null): RecipientS
 
 async function outgoingMessage(envelope: Envelope, source: MessageSource): Promise<OutgoingMessage> {
   const needsSmtpUtf8 = envelope.smtpUtf8 || /[^\x00-\x7f]/.test(envelope.sender + envelope.recipients.map((r) => r.address).join(''));
-  const wire = { sender: envelope.sender, needsSmtpUtf8, eightBit: envelope.bodyType === '8bitmime', size: envelope.size, dsn: outgoingDsn(envelope) };
+  const wire = { sender: envelope.sender, queueId: envelope.id, needsSmtpUtf8, eightBit: envelope.bodyType === '8bitmime', size: envelope.size, dsn: outgoingDsn(envelope) };
   if (source.bytes || envelope.size <= BUFFERED_BODY_LIMIT) {
     const buffer = await readSource(source);
     return { ...wire, body: () => buffer };

@@ -26,6 +26,8 @@ export type TransportFactory = (hooks: TransportHooks) => Transport;
 
 export interface OutgoingMessage {
   sender: string;
+  /** The spool's queue id, for the log lines of what wraps the transport (signing). */
+  queueId?: string;
   /** A fresh body for each transaction (a buffer is shared, a file is re-opened). */
   body(): Buffer | Readable;
   /** The envelope holds UTF-8 addresses or the client used SMTPUTF8 (RFC 6531): only an MX that offers SMTPUTF8 may take it. */

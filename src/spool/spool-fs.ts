@@ -1,7 +1,7 @@
-import { createReadStream, constants } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { access, chmod, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { removeIfPresent as removeFileIfPresent } from '../shared/files.js';
+import { removeIfPresent as removeFileIfPresent, syncDirectory } from '../shared/files.js';
 
 /** The calls the spool makes on an open file (a node FileHandle has them all). */
 export interface SpoolFile extends Pick<FileHandle, 'write' | 'writev' | 'read' | 'readFile' | 'datasync' | 'stat' | 'close'> {
@@ -51,14 +51,7 @@ export const nodeSpoolFs: SpoolFs = {
   readFile: (file) => readFile(file),
   modifiedAt: async (file) => (await stat(file)).mtimeMs,
   touch: (file, at) => utimes(file, at, at),
-  async syncDirectory(dir) {
-    const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  },
+  syncDirectory,
   createReadStream: (file, range) => createReadStream(file, range),
 };
 

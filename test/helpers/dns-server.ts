@@ -29,6 +29,11 @@ export interface DnsRecords {
   mx?: MxRecord[];
   a?: string[];
   aaaa?: string[];
+  /**
+   * TXT records, each one string or the list of character-strings it is made of (at most 255 bytes each,
+   * RFC 1035 §3.3.14); a resolver hands each record back as that list.
+   */
+  txt?: (string | string[])[];
   /** Answer every query for the name with this error instead of records. */
   rcode?: 'NXDOMAIN' | 'SERVFAIL' | 'REFUSED';
   /** Never answer queries for the name, so the client times out. */
@@ -83,6 +88,16 @@ function ednsOf(query: DecodedPacket): OptAnswer | undefined {
   return query.additionals?.find((record): record is OptAnswer => record.type === 'OPT');
 }
 
+/** A character-string over 255 bytes cannot be encoded; refused where the zone is given, not at the first query. */
+function checkRecords(name: string, records: DnsRecords): DnsRecords {
+  for (const txt of records.txt ?? []) {
+    for (const text of typeof txt === 'string' ? [txt] : txt) {
+      if (Buffer.byteLength(text) > 255) throw new RangeError(`${name}: a TXT character-string of ${Buffer.byteLength(text)} bytes (at most 255; give the record as a list of strings)`);
+    }
+  }
+  return records;
+}
+
 function canonicalName(name: string): string {
   return name.toLowerCase().replace(/\.$/, '');
 }
@@ -95,6 +110,8 @@ function recordsToAnswers(name: string, type: string, records: DnsRecords, ttl: 
       return (records.a ?? []).map((ip) => ({ type: 'A', name, ttl, class: 'IN', data: ip }));
     case 'AAAA':
       return (records.aaaa ?? []).map((ip) => ({ type: 'AAAA', name, ttl, class: 'IN', data: ip }));
+    case 'TXT':
+      return (records.txt ?? []).map((txt) => ({ type: 'TXT', name, ttl, class: 'IN', data: typeof txt === 'string' ? [txt] : txt }));
     default:
       return [];
   }
@@ -149,7 +166,7 @@ async function bindPair(host: string): Promise<{ udp: dgram.Socket; tcp: net.Ser
 export async function startDnsServer(zone: DnsZone, options: DnsServerOptions = {}): Promise<DnsServer> {
   const host = options.host ?? '127.0.0.1';
   const ttl = options.ttl ?? 300;
-  const table = new Map(Object.entries(zone).map(([name, records]) => [canonicalName(name), records]));
+  const table = new Map(Object.entries(zone).map(([name, records]) => [canonicalName(name), checkRecords(name, records)]));
   const queries: DnsQuery[] = [];
   const { udp, tcp } = await bindPair(host);
   const port = udp.address().port;
@@ -195,7 +212,7 @@ export async function startDnsServer(zone: DnsZone, options: DnsServerOptions = 
     port,
     queries,
     setZone(name, records) {
-      if (records) table.set(canonicalName(name), records);
+      if (records) table.set(canonicalName(name), checkRecords(name, records));
       else table.delete(canonicalName(name));
     },
     async close() {

@@ -74,6 +74,11 @@ export const TOOLS = {
       return (await run('php', ['-r', check])).code === 0;
     },
   },
+  dkimpy: {
+    what: `dkimpy with Ed25519 support under ${PYTHON}`,
+    packages: ['python3-dkim', 'python3-nacl'],
+    probe: async () => (await run(PYTHON, ['-c', 'import dkim, nacl.signing'])).code === 0,
+  },
   systemdAnalyze: {
     what: 'systemd-analyze',
     packages: ['systemd'],

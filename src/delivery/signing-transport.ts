@@ -1,0 +1,87 @@
+import { Readable } from 'node:stream';
+import type { Logger } from '../shared/logger.js';
+import type { DomainAttempt, OutgoingMessage, Transport, TransportFactory } from './transport.js';
+
+/**
+ * What signs a message on its way out (dkim/signer.ts in production). Delivery knows it only through this
+ * interface, so dkim/ and delivery/ never import each other; the composition root (cli/) joins them.
+ */
+export interface MessageSigner {
+  /**
+   * Header fields to put in front of the message, each ending in CRLF (DKIM-Signature lines), or null to send it
+   * as it is. May read `message.body()` (a fresh body each call); never changes a byte of it.
+   */
+  signatures(message: OutgoingMessage): Promise<Buffer | null>;
+}
+
+/**
+ * Postfix's milter_default_action = tempfail: a message we could not sign is not sent unsigned (a receiver that
+ * enforces DMARC would refuse or junk it) but waits for its next attempt, and the reason is in `mta-queue show`.
+ */
+const SIGNING_FAILED = { code: null, enhanced: '4.3.0' } as const;
+
+/**
+ * The Transport decorator that signs (the seam of transport.ts: signing wraps the MX transport). The runner
+ * hands every domain of one attempt the same OutgoingMessage, so the signature is made once per message and
+ * attempt, and made again at the next attempt, with the keys current then.
+ */
+export class SigningTransport implements Transport {
+  private readonly signed = new WeakMap<OutgoingMessage, Promise<OutgoingMessage>>();
+
+  constructor(
+    private readonly inner: Transport,
+    private readonly signer: MessageSigner,
+    private readonly logger: Logger,
+  ) {}
+
+  async deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
+    let signing = this.signed.get(message);
+    if (!signing) {
+      signing = this.sign(message);
+      this.signed.set(message, signing);
+    }
+    let outgoing: OutgoingMessage;
+    try {
+      outgoing = await signing;
+    } catch (error) {
+      this.logger.error({ event: 'dkim-sign-failed', queueId: message.queueId, domain, err: error }, 'DKIM signing failed; the message waits for its next attempt');
+      const reply = { ...SIGNING_FAILED, text: `local error: DKIM signing failed: ${(error as Error).message}` };
+      return { outcomes: new Map(recipients.map((address) => [address, { verdict: 'transient', reply }])), mx: null, ip: null, tls: null };
+    }
+    return this.inner.deliver(domain, recipients, outgoing);
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+
+  private async sign(message: OutgoingMessage): Promise<OutgoingMessage> {
+    const head = await this.signer.signatures(message);
+    if (!head || head.length === 0) return message;
+    return { ...message, body: prepended(head, message.body), ...(message.size !== undefined && { size: message.size + head.length }) };
+  }
+}
+
+/** The MX transport factory with signing around it, as mta-queue's composition root builds it. */
+export function signingTransport(factory: TransportFactory, signer: MessageSigner, logger: Logger): TransportFactory {
+  return (hooks) => new SigningTransport(factory(hooks), signer, logger);
+}
+
+/**
+ * `head` then the message, each call a fresh body as OutgoingMessage promises: a buffered message is joined once
+ * and shared by every domain's transaction; a streamed one stays streamed (never read whole).
+ */
+function prepended(head: Buffer, body: OutgoingMessage['body']): OutgoingMessage['body'] {
+  let joined: Buffer | undefined;
+  return () => {
+    const original = body();
+    if (Buffer.isBuffer(original)) return (joined ??= Buffer.concat([head, original]));
+    return Readable.from(headThen(head, original), { objectMode: false });
+  };
+}
+
+async function* headThen(head: Buffer, rest: Readable): AsyncGenerator<Buffer> {
+  yield head;
+  // for await destroys `rest` when the consumer stops early, and rethrows its read errors into our stream.
+  for await (const chunk of rest) yield chunk as Buffer;
+}
