@@ -59,6 +59,9 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
       }
     }),
   );
+  // Kept with the envelope, so a retry of this message signs without reading its body again.
+  const bodyHash = message && (await message).bodyHash?.relaxedSha256;
+  if (bodyHash) envelope.dkimBodyHash = bodyHash;
   const now = context.clock.now();
   const retryAt = nextAttemptAt({ schedule: context.retrySchedule, attempts: attempt, arrivedAt: envelope.arrivedAt, now, maxQueueTime: context.maxQueueTime });
   // Delivered to an MX without DSN: a NOTIFY=SUCCESS there is ours to answer (RFC 3461 §5.2.2).
@@ -115,7 +118,7 @@ function stateFor(outcome: RecipientOutcome, retryAt: number | null): RecipientS
 
 async function outgoingMessage(envelope: Envelope, source: MessageSource): Promise<OutgoingMessage> {
   const needsSmtpUtf8 = envelope.smtpUtf8 || /[^\x00-\x7f]/.test(envelope.sender + envelope.recipients.map((r) => r.address).join(''));
-  const wire = { sender: envelope.sender, queueId: envelope.id, needsSmtpUtf8, eightBit: envelope.bodyType === '8bitmime', size: envelope.size, dsn: outgoingDsn(envelope) };
+  const wire = { sender: envelope.sender, queueId: envelope.id, needsSmtpUtf8, eightBit: envelope.bodyType === '8bitmime', size: envelope.size, dsn: outgoingDsn(envelope), bodyHash: { relaxedSha256: envelope.dkimBodyHash } };
   if (source.bytes || envelope.size <= BUFFERED_BODY_LIMIT) {
     const buffer = await readSource(source);
     return { ...wire, body: () => buffer };

@@ -38,6 +38,11 @@ export interface OutgoingMessage {
   size?: number;
   /** RFC 3461 parameters passed on to an MX that offers DSN: RET and ENVID on MAIL, NOTIFY and ORCPT per RCPT. */
   dsn?: OutgoingDsn;
+  /**
+   * The message's relaxed/sha256 DKIM body hash (RFC 6376 §3.7), kept with the envelope: a signer reads it instead
+   * of hashing the body again at a retry, or fills it in at the first attempt (the spooled bytes never change).
+   */
+  bodyHash?: { relaxedSha256?: string };
 }
 
 export interface OutgoingDsn {

@@ -17,6 +17,8 @@ export interface SignableMessage {
   queueId?: string;
   /** A fresh body each call; a Buffer, or a stream for a large message. */
   body(): Buffer | Readable;
+  /** The body hash of an earlier attempt (used instead of reading the body), or where this one leaves it. */
+  bodyHash?: { relaxedSha256?: string };
 }
 
 /** Where the current active keys are (keyring.ts); read at each message, so a reload takes effect at once. */
@@ -53,10 +55,9 @@ export class DkimSigner<K extends ChoosableKey & SigningKey> {
         logger.debug({ event: 'dkim-unsigned', queueId: message.queueId, reason: choice.reason, fromDomain }, 'sent without a DKIM signature');
         return null;
       }
-      const hasher = dkimBody('relaxed', 'sha256', false);
-      if (head!.rest.length) hasher.update(head!.rest);
-      for (let next = await chunks.next(); !next.done; next = await chunks.next()) hasher.update(next.value);
-      const signed = signatureFields(head!.fields, hasher.digest('base64'), choice.keys, this.options.clock.now());
+      const bodyHash = message.bodyHash?.relaxedSha256 ?? (await hashBody(head!.rest, chunks));
+      if (message.bodyHash) message.bodyHash.relaxedSha256 = bodyHash;
+      const signed = signatureFields(head!.fields, bodyHash, choice.keys, this.options.clock.now());
       metrics.signed.inc();
       logger.debug({ event: 'dkim-signed', queueId: message.queueId, domain: choice.domain, alignment: choice.alignment, selectors: choice.keys.map((key) => `${key.selector}/${key.type}`) }, 'DKIM-signed');
       return signed;
@@ -65,6 +66,14 @@ export class DkimSigner<K extends ChoosableKey & SigningKey> {
       await chunks.return?.();
     }
   }
+}
+
+/** RFC 6376 §3.7 relaxed body hash of what follows the header, as it streams by. */
+async function hashBody(first: Buffer, chunks: Iterator<Buffer> | AsyncIterator<Buffer>): Promise<string> {
+  const hasher = dkimBody('relaxed', 'sha256', false);
+  if (first.length) hasher.update(first);
+  for (let next = await chunks.next(); !next.done; next = await chunks.next()) hasher.update(next.value);
+  return hasher.digest('base64');
 }
 
 /**

@@ -62,6 +62,8 @@ export interface Envelope {
   bounceOf: string | null;
   /** RFC 3461 RET and ENVID from MAIL FROM, when the client gave them. */
   dsn?: { ret: 'FULL' | 'HDRS' | null; envid: string | null };
+  /** The relaxed/sha256 DKIM body hash (base64) of the message, from its first signed attempt: retries hash only the header. */
+  dkimBodyHash?: string;
   /** Set when the message left a batch file for an entry of its own: that batch's id (its name's id part). */
   detachedFrom?: string;
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Registry } from 'prom-client';
@@ -57,7 +58,7 @@ describe('DKIM signing at delivery (verified by dkimpy)', () => {
 
   before(async () => {
     f = await startDeliveryFixture(
-      [{ name: 'mx.ok.test', rcpt: [{ code: 451, message: 'Try later', recipients: ['rotate@ok.test'], times: 1 }, { code: 550, message: 'No such user', recipients: ['nobody@ok.test'] }] }],
+      [{ name: 'mx.ok.test', rcpt: [{ code: 451, message: 'Try later', recipients: ['rotate@ok.test'], times: 1 }, { code: 451, message: 'Try later', recipients: ['rehash@ok.test'], times: 1 }, { code: 550, message: 'No such user', recipients: ['nobody@ok.test'] }] }],
       (hosts) => ({
         'ok.test': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
         'other.test': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
@@ -208,6 +209,28 @@ describe('DKIM signing at delivery (verified by dkimpy)', () => {
     const [mail] = received('rotation');
     assert.ok(mail, 'delivered at the retry');
     assert.deepEqual((await verifyWithDkimpy(mail.raw, all())).map((r) => [r.s, r.ok]), [['new', true]]);
+    await s.cleanup();
+  });
+
+  test('the body hash of the first attempt is kept with the deferred envelope and used at the retry, not computed again', async (t) => {
+    if (!(await toolAvailable(t, TOOLS.dkimpy))) return;
+    const s = await signing([keys.rsa!]);
+    await f.enqueue('news@rsa.example', ['rehash@ok.test'], newsletter('news@rsa.example', 'rehash'));
+    await s.runOnce();
+    const [name] = (await f.files('deferred')).filter((file) => file.endsWith('.json'));
+    assert.ok(name, 'deferred by the 451');
+    const file = path.join(f.layout.dir('deferred'), name);
+    const envelope = JSON.parse(await readFile(file, 'utf8')) as { dkimBodyHash?: string };
+    assert.match(envelope.dkimBodyHash ?? '', /^[A-Za-z0-9+/]{43}=$/, 'a sha256 body hash, base64');
+    // Replaced by a wrong one: a retry that hashed the body again would still verify; one that trusts it must not.
+    const planted = Buffer.alloc(32, 7).toString('base64');
+    await writeFile(file, JSON.stringify({ ...envelope, dkimBodyHash: planted }));
+    f.clock.advance(61_000);
+    await s.runOnce();
+    const [mail] = received('rehash');
+    assert.ok(mail, 'delivered at the retry');
+    assert.match(mail.raw.toString('latin1'), new RegExp(`bh=${planted.replace(/[+/]/g, (c) => `\\${c}`)}`), 'the stored hash is what the signature names');
+    assert.deepEqual((await verifyWithDkimpy(mail.raw, all())).map((r) => r.ok), [false]);
     await s.cleanup();
   });
 });
