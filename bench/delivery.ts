@@ -12,15 +12,20 @@ import { fileURLToPath } from 'node:url';
 import { ensureSpool, spoolLayout, type SpoolLayout } from '../src/spool/layout.js';
 import { MessageWriter } from '../src/spool/message-writer.js';
 import { startDnsServer, type DnsServer } from '../test/helpers/dns-server.js';
-import { DELIVERY_USAGE, DeliveryUsageError, parseDeliveryOptions, type DeliveryBenchOptions } from './lib/delivery-options.js';
+import { DELIVERY_USAGE, DeliveryUsageError, parseDeliveryOptions, SIGNED_DRAINS, type DeliveryBenchOptions } from './lib/delivery-options.js';
+import { checkSignatures, describeCheck, type SignatureCheck } from './lib/dkim-check.js';
+import { generateBenchKeys, keysFor, SIGNING_ALGORITHMS, SIGNING_LABELS, writeKeyDirectory, type BenchKey, type BenchKeyType, type Signing } from './lib/dkim-keys.js';
+import { CHECK_DOMAIN, CHECK_RECIPIENT } from './lib/end-to-end.js';
+import { renderEndToEnd, runEndToEndScenario, type EndToEndSummary } from './lib/end-to-end-scenario.js';
 import { describeEnvironment, type Environment } from './lib/environment.js';
 import { BENCH_RECIPIENT, BENCH_SENDER, buildMessage, dataPayload } from './lib/message.js';
 import { MtaQueueProcess } from './lib/mta-queue-process.js';
 import { runPlainLoad } from './lib/plain-load.js';
 import { detectPostfix } from './lib/private-postfix.js';
 import { PostfixRelay } from './lib/postfix-relay.js';
-import { freePort, machineBusyMs, machineBusyPercent, readCpuMs, readMachineCpu, type CpuSnapshot } from './lib/proc.js';
-import { hasSmtpSink, startSink, type SinkMx } from './lib/sink-mx.js';
+import { cpuShares, readCpu, waitForSink } from './lib/measure.js';
+import { freePort, runCommand } from './lib/proc.js';
+import { hasSmtpSink, startCaptureSink, startSink, type CaptureSink, type SinkMx } from './lib/sink-mx.js';
 import { fillDeferred, fillIncoming, spoolCounts, writeOne } from './lib/spool-fill.js';
 import { formatMs, formatRate, formatRatio, median, percentile, renderTable, round } from './lib/stats.js';
 
@@ -30,8 +35,11 @@ let mtaRoot = REPO_ROOT;
 const SINK_HOST = '127.0.0.2';
 const SINK_DOMAIN = BENCH_RECIPIENT.split('@')[1]!; // sink.test
 const MX_HOST = `mx.${SINK_DOMAIN}`;
-/** A drain that delivers nothing new for this long is stopped and reported as stalled. */
-const STALL_MS = 30_000;
+/** The capturing sink (check messages, whose DKIM signatures are verified) and its MX name. */
+const CAPTURE_HOST = '127.0.0.3';
+const CHECK_MX_HOST = `mx.${CHECK_DOMAIN}`;
+/** The From: domain of every benchmark message (a@bench.test), and so the domain the keys are for. */
+const SIGNING_DOMAIN = BENCH_SENDER.split('@')[1]!;
 /** After the sink has every message, how long the spool may take to be seen empty. */
 const SETTLE_MS = 15_000;
 /** Postfix intake sessions used to fill its hold queue (not measured). */
@@ -45,16 +53,14 @@ type System = 'mta-queue' | 'postfix';
 /** Recipients at sink.test (MX and A/AAAA looked up per message), or at the literal [127.0.0.2] (no DNS at all). */
 type Addressing = 'dns' | 'literal';
 
-interface CpuReading {
-  machine: CpuSnapshot;
-  own: number;
-  sink: number;
-}
-
 /** One timed drain of `requested` messages. */
 interface Drain {
   system: System;
   addressing: Addressing;
+  /** Which DKIM keys mta-queue had (none: an empty --dkim-dir); Postfix drains are unsigned. */
+  signing: Signing;
+  /** The check messages' signatures, or null when none were sent (Postfix, or an mta-queue without --dkim-dir). */
+  check: SignatureCheck | null;
   processes: number;
   run: number;
   requested: number;
@@ -83,6 +89,9 @@ interface Drain {
 interface DrainSummary {
   system: System;
   addressing: Addressing;
+  signing: Signing;
+  /** "5/5 verified by mailauth: rsa-sha256 d=bench.test …" over every run, or null. */
+  check: string | null;
   label: string;
   processes: number;
   runs: number;
@@ -127,9 +136,25 @@ interface DeliveryReport {
   environment: Environment & { postfix: string; sink: string; mtaQueue: string };
   options: Record<string, unknown>;
   drains: DrainSummary[];
+  /** Signed CPU ms/msg − unsigned CPU ms/msg, per key type and process count. */
+  signingCost: SigningCost[];
+  endToEnd: EndToEndSummary[];
   deferred: DeferredResult | null;
   notes: string[];
 }
+
+interface SigningCost {
+  signing: Signing;
+  processes: number;
+  /** Median over runs of (signed − unsigned CPU ms/msg of the same run). */
+  addedCpuMsPerMsg: number;
+  addedCpuMsPerMsgRuns: number[];
+  /** Signed msgs/s ÷ unsigned msgs/s, median over runs. */
+  rateRatio: number;
+}
+
+/** Issue 11: rsa-2048 signing adds at most this much mta-queue CPU per message. */
+const RSA_COST_TARGET_MS = 0.5;
 
 async function main(): Promise<void> {
   let options: DeliveryBenchOptions | 'help';
@@ -162,8 +187,29 @@ async function main(): Promise<void> {
   const dns = await startDnsServer({
     [SINK_DOMAIN]: { mx: [{ preference: 10, exchange: MX_HOST }] },
     [MX_HOST]: { a: [SINK_HOST] },
+    [CHECK_DOMAIN]: { mx: [{ preference: 10, exchange: CHECK_MX_HOST }] },
+    [CHECK_MX_HOST]: { a: [CAPTURE_HOST] },
   });
   cleanups.add(() => dns.close());
+  // mta-queue reaches every MX on its one --smtp-port: the capturing sink listens at the sink's port on 127.0.0.3.
+  const capture = await startCaptureSink(CAPTURE_HOST, sink.port);
+  cleanups.add(() => capture.close());
+
+  // DKIM: one key of each type for bench.test, and a key directory per signing variant (none: empty).
+  const signedDrains = (Object.keys(SIGNED_DRAINS) as (keyof typeof SIGNED_DRAINS)[]).filter((name) => options.scenarios.has(name));
+  const wantsKeys = signedDrains.length > 0 || options.scenarios.has('e2e');
+  const dkimFlag = await supportsDkimDir();
+  if (wantsKeys && !dkimFlag) throw new DeliveryUsageError(`${path.join(mtaRoot, 'dist/cli/mta-queue.js')} has no --dkim-dir: the signed scenarios need a build with DKIM signing`);
+  const keys = wantsKeys ? generateBenchKeys(SIGNING_DOMAIN) : null;
+  const keyDirs = new Map<Signing, string>();
+  if (dkimFlag) {
+    for (const signing of ['none', ...(keys ? (['rsa', 'ed25519', 'both'] as const) : [])] as Signing[]) {
+      const dir = path.join(workDir, `dkim-${signing}`);
+      await writeKeyDirectory(dir, keys ? keysFor(signing, keys) : []);
+      keyDirs.set(signing, dir);
+    }
+  }
+  const signingSetup: SigningSetup = { keyDirs, keys, capture, checkMessages: options.checkMessages };
 
   const wantsPostfix = options.scenarios.has('postfix');
   const postfix = wantsPostfix ? await detectPostfix() : { ok: false as const, reason: 'not asked for (--scenarios)' };
@@ -183,17 +229,18 @@ async function main(): Promise<void> {
   const drains: Drain[] = [];
   const record = (drain: Drain) => {
     drains.push(drain);
-    const label = drain.system === 'postfix' ? 'Postfix' : `mta-queue ×${drain.processes}${drain.addressing === 'literal' ? ` @[${SINK_HOST}]` : ''}`;
+    const label = drainLabel(drain, 'Postfix');
     const first = drain.firstDeliveryMs === null ? '' : `, first delivery after ${formatMs(drain.firstDeliveryMs)} ms`;
     const others = drain.othersPercentOfCore >= 10 ? `, other processes busy ${Math.round(drain.othersPercentOfCore)}% of a core` : '';
     const trouble = drain.errors.length ? ` — ${drain.errors.join('; ')}` : '';
+    if (drain.check) progress(`  DKIM check (${SIGNING_LABELS[drain.signing]}): ${describeCheck(drain.check)}`);
     progress(
       `  ${label}: ${formatRate(drain.msgsPerSec)} msgs/s (${drain.delivered}/${drain.requested} in ${(drain.elapsedMs / 1000).toFixed(2)} s${first}, ` +
         `${drain.cpuMsPerMsg.toFixed(3)} CPU ms/msg${others})${trouble}`,
     );
   };
 
-  const drainScenarios = options.scenarios.has('drain') || options.scenarios.has('literal') || wantsPostfix;
+  const drainScenarios = options.scenarios.has('drain') || signedDrains.length > 0 || options.scenarios.has('literal') || wantsPostfix;
   let relay: PostfixRelay | null = null;
   const stopPostfix = async () => {
     const running = relay;
@@ -216,13 +263,19 @@ async function main(): Promise<void> {
       for (const processes of options.processes) {
         checkInterrupted();
         progress(`[run ${run}/${options.runs}] mta-queue ×${processes}: filling a spool with ${options.messages} messages, then draining it`);
-        record(await measureMtaDrain(options, sink, dns, message, processes, run, workDir, 'dns'));
+        record(await measureMtaDrain(options, sink, dns, message, processes, run, workDir, 'dns', 'none', signingSetup));
+        for (const name of signedDrains) {
+          checkInterrupted();
+          const signing = SIGNED_DRAINS[name];
+          progress(`[run ${run}/${options.runs}] mta-queue ×${processes}, signing with ${SIGNING_LABELS[signing]}: filling a spool with ${options.messages} messages, then draining it`);
+          record(await measureMtaDrain(options, sink, dns, message, processes, run, workDir, 'dns', signing, signingSetup));
+        }
       }
     }
     if (options.scenarios.has('literal')) {
       checkInterrupted();
       progress(`[run ${run}/${options.runs}] mta-queue ×1, recipients at [${SINK_HOST}] (no DNS): filling a spool with ${options.messages} messages, then draining it`);
-      record(await measureMtaDrain(options, sink, dns, message, 1, run, workDir, 'literal'));
+      record(await measureMtaDrain(options, sink, dns, message, 1, run, workDir, 'literal', 'none', signingSetup));
     }
     if (relay) {
       checkInterrupted();
@@ -238,6 +291,30 @@ async function main(): Promise<void> {
   }
   await stopPostfix();
 
+  let endToEnd: EndToEndSummary[] = [];
+  if (options.scenarios.has('e2e')) {
+    checkInterrupted();
+    endToEnd = await runEndToEndScenario({
+      options,
+      mtaRoot,
+      workDir,
+      sink,
+      capture,
+      dns,
+      keys: keys!,
+      rsaKeyDir: keyDirs.get('rsa')!,
+      domain: SIGNING_DOMAIN,
+      sinkHost: SINK_HOST,
+      captureHost: CAPTURE_HOST,
+      cleanups,
+      progress,
+      checkInterrupted,
+      notes,
+    });
+    const theirs = endToEnd.find((e) => e.system === 'postfix');
+    if (theirs && !wantsPostfix) environment.postfix = `${theirs.label} (end to end only)`;
+  }
+
   let deferred: DeferredResult | null = null;
   if (options.scenarios.has('deferred')) {
     checkInterrupted();
@@ -247,8 +324,8 @@ async function main(): Promise<void> {
 
   checkInterrupted();
   const summaries = summarize(drains, environment.postfix);
-  const busiest = Math.max(0, ...drains.map((d) => d.othersPercentOfCore));
-  if (busiest >= 10) notes.push(`other processes used up to ${Math.round(busiest)}% of a core during some drains (column "others"): rerun on a quiet machine or with --runs 3`);
+  const busiest = Math.max(0, ...drains.map((d) => d.othersPercentOfCore), ...endToEnd.map((e) => e.othersPercentOfCore));
+  if (busiest >= 10) notes.push(`other processes used up to ${Math.round(busiest)}% of a core during some measurements (column "others"): rerun on a quiet machine or with --runs 3`);
   if (options.scenarios.has('drain') && relay === null && wantsPostfix && !postfix.ok) notes.push(`Postfix: ${environment.postfix}`);
   const report: DeliveryReport = {
     environment,
@@ -265,55 +342,38 @@ async function main(): Promise<void> {
       idleSeconds: options.idleSeconds,
       latencyMessages: options.latencyMessages,
       postfixLog: options.postfixLog,
+      e2eMessages: options.e2eMessages,
+      e2eSessions: options.e2eSessions,
+      warmup: options.warmup,
+      checkMessages: options.checkMessages,
     },
     drains: summaries,
+    signingCost: signingCosts(drains),
+    endToEnd,
     deferred,
     notes,
   };
   process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${renderReport(report)}\n`);
 }
 
-async function readCpu(sink: SinkMx): Promise<CpuReading> {
-  return { machine: await readMachineCpu(), own: (await readCpuMs('self', true)) ?? NaN, sink: await sink.cpuMs() };
+/** What the drains need for DKIM: a key directory per variant (only if mta-queue has --dkim-dir) and the check sink. */
+interface SigningSetup {
+  keyDirs: Map<Signing, string>;
+  keys: Record<BenchKeyType, BenchKey> | null;
+  capture: CaptureSink;
+  checkMessages: number;
 }
 
-/** Splits the machine's busy time between `beforeCpu` and now: system under test, this process, sink, others. */
-async function cpuShares(sink: SinkMx, before: CpuReading, startedAt: number, systemCpuMs: number, delivered: number) {
-  const after = await readCpu(sink);
-  const own = after.own - before.own;
-  const sinkMs = Number.isFinite(after.sink - before.sink) ? after.sink - before.sink : 0;
-  const others = machineBusyMs(before.machine, after.machine) - systemCpuMs - own - sinkMs;
-  const per = (ms: number) => (delivered > 0 ? ms / delivered : NaN);
-  return {
-    cpuMsPerMsg: per(systemCpuMs),
-    benchCpuMsPerMsg: per(own),
-    sinkCpuMsPerMsg: per(sinkMs),
-    machineBusyPercent: machineBusyPercent(before.machine, after.machine),
-    othersPercentOfCore: Math.max(0, (others / (performance.now() - startedAt)) * 100),
-  };
+/** Whether the mta-queue measured knows --dkim-dir (an older build given with --mta-root may not). */
+async function supportsDkimDir(): Promise<boolean> {
+  const help = await runCommand(process.execPath, [path.join(mtaRoot, 'dist/cli/mta-queue.js'), '--help'], { timeoutMs: 30_000 });
+  return help.stdout.includes('--dkim-dir');
 }
 
-/**
- * Waits for the sink to count `target`, bounded by `deadline` and by a stall (nothing new for STALL_MS).
- * `check` is asked once a second for a reason to give up (a process that died).
- */
-async function waitForSink(sink: SinkMx, target: number, deadline: number, check: () => string | null): Promise<{ at: number | null; error: string | null; timedOut: boolean }> {
-  let lastCount = sink.count;
-  let lastProgress = performance.now();
-  for (;;) {
-    const left = deadline - performance.now();
-    if (left <= 0) return { at: null, error: `time limit reached with ${target - sink.count} to go`, timedOut: true };
-    const at = await sink.waitForCount(target, Math.min(1000, left));
-    if (at !== null) return { at, error: null, timedOut: false };
-    const reason = check() ?? sink.exitReason;
-    if (reason) return { at: null, error: reason, timedOut: false };
-    if (sink.count !== lastCount) {
-      lastCount = sink.count;
-      lastProgress = performance.now();
-    } else if (performance.now() - lastProgress > STALL_MS) {
-      return { at: null, error: `stalled: nothing delivered for ${STALL_MS / 1000} s, ${target - sink.count} to go`, timedOut: false };
-    }
-  }
+/** `mta-queue ×1`, `mta-queue ×1 @[127.0.0.2]`, `mta-queue ×2 rsa-2048`; Postfix's label is given. */
+function drainLabel(drain: Pick<Drain, 'system' | 'processes' | 'addressing' | 'signing'>, postfixLabel: string): string {
+  if (drain.system === 'postfix') return postfixLabel;
+  return `${LABELS[drain.system]} ×${drain.processes}${drain.addressing === 'literal' ? ` @[${SINK_HOST}]` : ''}${drain.signing === 'none' ? '' : ` ${SIGNING_LABELS[drain.signing]}`}`;
 }
 
 async function freshSpool(workDir: string): Promise<{ layout: SpoolLayout; remove: () => Promise<void> }> {
@@ -332,6 +392,8 @@ async function measureMtaDrain(
   run: number,
   workDir: string,
   addressing: Addressing,
+  signing: Signing,
+  setup: SigningSetup,
 ): Promise<Drain> {
   const { layout, remove } = await freshSpool(workDir);
   const procs: MtaQueueProcess[] = [];
@@ -344,6 +406,10 @@ async function measureMtaDrain(
   try {
     const recipient = addressing === 'dns' ? BENCH_RECIPIENT : `${BENCH_RECIPIENT.split('@')[0]}@[${SINK_HOST}]`;
     const fillMs = await fillIncoming(layout, options.messages, message, BENCH_SENDER, recipient);
+    // A few messages to the capturing sink, in the same spool: whether they leave signed as this row claims.
+    const keyDir = setup.keyDirs.get(signing);
+    if (keyDir) await fillIncoming(layout, setup.checkMessages, message, BENCH_SENDER, CHECK_RECIPIENT);
+    setup.capture.messages.length = 0;
     progress(`  spool filled in ${(fillMs / 1000).toFixed(1)} s (${formatRate((options.messages / fillMs) * 1000)} msgs/s through MessageWriter)`);
     checkInterrupted();
     dns.queries.length = 0;
@@ -355,7 +421,17 @@ async function measureMtaDrain(
     for (let i = 0; i < processes; i++) {
       const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfDir), '--cpu-prof-name', `mta-queue-x${processes}-run${run}-${i + 1}-${Date.now()}.cpuprofile`] : [];
       procs.push(
-        MtaQueueProcess.start({ repoRoot: mtaRoot, spool: layout.root, dnsServer: dns.address, smtpPort: sink.port, concurrency: options.concurrency, perDestination: options.perDestination, logLevel: 'warn', nodeArgs }),
+        MtaQueueProcess.start({
+          repoRoot: mtaRoot,
+          spool: layout.root,
+          dnsServer: dns.address,
+          smtpPort: sink.port,
+          concurrency: options.concurrency,
+          perDestination: options.perDestination,
+          logLevel: 'warn',
+          nodeArgs,
+          extraArgs: keyDir ? ['--dkim-dir', keyDir] : [],
+        }),
       );
     }
     const firstAt = sink.waitForCount(baseline + 1, options.timeLimitMs);
@@ -383,6 +459,12 @@ async function measureMtaDrain(
     const first = await Promise.race([firstAt, Promise.resolve(null)]);
     const dnsQueries = dns.queries.length;
     await stopAll();
+    let check: SignatureCheck | null = null;
+    if (keyDir) {
+      if (!(await setup.capture.waitFor(setup.checkMessages, 10_000))) errors.push(`only ${setup.capture.messages.length}/${setup.checkMessages} check messages reached the capturing sink`);
+      check = await checkSignatures(setup.capture.messages.slice(), SIGNING_ALGORITHMS[signing], SIGNING_DOMAIN, setup.keys ? keysFor('both', setup.keys) : []);
+      for (const problem of check.problems) errors.push(`DKIM check: ${problem}`);
+    }
     for (const proc of procs) {
       if (proc.problemCount > 0) errors.push(`mta-queue ${proc.pid} logged ${proc.problemCount} warn/error lines, last: ${proc.problems.at(-1)}`);
       if (proc.exitReason && !/SIGTERM|status 0/.test(proc.exitReason)) errors.push(proc.exitReason);
@@ -392,6 +474,8 @@ async function measureMtaDrain(
     return {
       system: 'mta-queue',
       addressing,
+      signing,
+      check,
       processes,
       run,
       ...drainTiming(options.messages, delivered, fillMs, started, ended, first, reached.at),
@@ -466,6 +550,8 @@ async function measurePostfixDrain(options: DeliveryBenchOptions, sink: SinkMx, 
   return {
     system: 'postfix',
     addressing: 'literal',
+    signing: 'none',
+    check: null,
     processes: 0,
     run,
     ...drainTiming(options.messages, delivered, fillMs, started, ended, first, reached.at),
@@ -584,7 +670,7 @@ const LABELS: Record<System, string> = { 'mta-queue': 'mta-queue', postfix: 'Pos
 function summarize(drains: Drain[], postfixVersion: string): DrainSummary[] {
   const groups = new Map<string, Drain[]>();
   for (const drain of drains) {
-    const key = `${drain.system}/${drain.processes}/${drain.addressing}`;
+    const key = `${drain.system}/${drain.processes}/${drain.addressing}/${drain.signing}`;
     groups.set(key, [...(groups.get(key) ?? []), drain]);
   }
   const summaries = [...groups.values()].map((group): DrainSummary => {
@@ -593,10 +679,13 @@ function summarize(drains: Drain[], postfixVersion: string): DrainSummary[] {
       const values = group.map(pick).filter((value): value is number => value !== null && Number.isFinite(value));
       return values.length ? median(values) : null;
     };
+    const checks = group.flatMap((d) => (d.check ? [d.check] : []));
     return {
       system: first.system,
       addressing: first.addressing,
-      label: first.system === 'postfix' ? `Postfix ${/^\d/.test(postfixVersion) ? postfixVersion : ''}`.trim() : `${LABELS[first.system]} ×${first.processes}${first.addressing === 'literal' ? ` @[${SINK_HOST}]` : ''}`,
+      signing: first.signing,
+      check: checks.length ? describeChecks(checks) : null,
+      label: drainLabel(first, `Postfix ${/^\d/.test(postfixVersion) ? postfixVersion : ''}`.trim()),
       processes: first.processes,
       runs: group.length,
       msgsPerSec: med((d) => d.msgsPerSec) ?? NaN,
@@ -619,7 +708,7 @@ function summarize(drains: Drain[], postfixVersion: string): DrainSummary[] {
   const postfixByRun = new Map(drains.filter((d) => d.system === 'postfix').map((d) => [d.run, d.msgsPerSec]));
   for (const summary of summaries) {
     if (summary.system !== 'mta-queue') continue;
-    const group = drains.filter((d) => d.system === 'mta-queue' && d.processes === summary.processes && d.addressing === summary.addressing);
+    const group = drains.filter((d) => d.system === 'mta-queue' && d.processes === summary.processes && d.addressing === summary.addressing && d.signing === summary.signing);
     summary.vsPostfixRuns = group.flatMap((d) => (postfixByRun.has(d.run) ? [round(d.msgsPerSec / postfixByRun.get(d.run)!, 3)] : []));
     summary.vsPostfix = summary.vsPostfixRuns.length ? median(summary.vsPostfixRuns) : null;
   }
@@ -637,6 +726,37 @@ function summarize(drains: Drain[], postfixVersion: string): DrainSummary[] {
   }));
 }
 
+/** Several runs' checks as one line: "15/15 verified by mailauth: rsa-sha256 d=bench.test s=bench-rsa pass". */
+function describeChecks(checks: SignatureCheck[]): string {
+  const total = checks.reduce((sum, c) => ({ ...c, checked: sum.checked + c.checked, good: sum.good + c.good, method: c.method === 'present' ? c.method : sum.method }));
+  return describeCheck(total);
+}
+
+/** Each signed drain's CPU/msg minus the unsigned drain's of the same run and process count, median over runs. */
+function signingCosts(drains: Drain[]): SigningCost[] {
+  const costs: SigningCost[] = [];
+  const plain = drains.filter((d) => d.system === 'mta-queue' && d.addressing === 'dns' && d.signing === 'none');
+  for (const signing of ['rsa', 'ed25519', 'both'] as const) {
+    for (const processes of [...new Set(plain.map((d) => d.processes))]) {
+      const pairs = drains
+        .filter((d) => d.system === 'mta-queue' && d.addressing === 'dns' && d.signing === signing && d.processes === processes)
+        .flatMap((signed) => {
+          const base = plain.find((d) => d.run === signed.run && d.processes === processes);
+          return base && Number.isFinite(signed.cpuMsPerMsg) && Number.isFinite(base.cpuMsPerMsg) ? [{ added: signed.cpuMsPerMsg - base.cpuMsPerMsg, ratio: signed.msgsPerSec / base.msgsPerSec }] : [];
+        });
+      if (!pairs.length) continue;
+      costs.push({
+        signing,
+        processes,
+        addedCpuMsPerMsg: round(median(pairs.map((p) => p.added)), 4),
+        addedCpuMsPerMsgRuns: pairs.map((p) => round(p.added, 4)),
+        rateRatio: round(median(pairs.map((p) => p.ratio)), 3),
+      });
+    }
+  }
+  return costs;
+}
+
 function renderReport(report: DeliveryReport): string {
   const env = report.environment;
   const o = report.options;
@@ -644,10 +764,10 @@ function renderReport(report: DeliveryReport): string {
     `mta-queue delivery benchmark — ${env.date}, commit ${env.commit}`,
     `${env.cpus} × ${env.cpuModel}, ${env.memoryGb} GiB, ${env.kernel}, Node ${env.node}, fdatasync ≈ ${env.fdatasyncMs} ms, load ${env.loadAverage.join(' ')}`,
     `mta-queue: ${env.mtaQueue}; sink: ${env.sink}; Postfix: ${env.postfix}`,
-    `${o.size}-byte messages, ${o.messages} per drain, one recipient each at ${SINK_DOMAIN}; mta-queue --concurrency ${o.concurrency} per process, ` +
+    `${o.size}-byte messages${report.drains.length ? `, ${o.messages} per drain, one recipient each at ${SINK_DOMAIN}` : ''}; mta-queue --concurrency ${o.concurrency} per process, ` +
       `--max-connections-per-destination ${o.perDestination ?? 'default'}; Postfix default_destination_concurrency_limit ${o.concurrency}; runs: ${o.runs}`,
-    '',
   ];
+  if (report.drains.length) lines.push('');
   if (report.drains.length) {
     const rows = report.drains.map((s) => [
       s.label,
@@ -669,7 +789,24 @@ function renderReport(report: DeliveryReport): string {
     lines.push('steady/s: rate between the first and the last arrival at the sink; 1st ms: start → first arrival. vs Postfix: msgs/s over Postfix\'s in the same run, median over runs.');
     lines.push('CPU: the system under test (all mta-queue processes, or Postfix master + every daemon); bench: this process (DNS server; the sink too if in-process).');
     lines.push('Postfix relays to [127.0.0.2]:port with no DNS look-up; mta-queue resolves MX and A/AAAA of sink.test through --dns-servers for every message.');
+    const checked = report.drains.filter((s) => s.check !== null);
+    if (checked.length) {
+      lines.push('');
+      lines.push(`DKIM check: ${report.options.checkMessages} messages per drain, From: ${SIGNING_DOMAIN}, to the capturing sink (${CHECK_RECIPIENT}, MX ${CAPTURE_HOST}):`);
+      for (const s of checked) lines.push(`  ${s.label.padEnd(Math.max(...checked.map((c) => c.label.length)))}  ${s.check}`);
+    }
   }
+  if (report.signingCost.length) {
+    lines.push('');
+    for (const cost of report.signingCost) {
+      const runs = cost.addedCpuMsPerMsgRuns.length > 1 ? ` (runs: ${cost.addedCpuMsPerMsgRuns.map((v) => v.toFixed(3)).join(', ')})` : '';
+      const target = cost.signing === 'rsa' ? ` — target ≤ ${RSA_COST_TARGET_MS} ms: ${cost.addedCpuMsPerMsg <= RSA_COST_TARGET_MS ? 'met' : 'NOT met'}` : '';
+      lines.push(
+        `signing adds ${cost.addedCpuMsPerMsg.toFixed(3)} ms CPU/msg with ${SIGNING_LABELS[cost.signing]} (mta-queue ×${cost.processes}; msgs/s ${formatRatio(cost.rateRatio)} of unsigned)${runs}${target}`,
+      );
+    }
+  }
+  if (report.endToEnd.length) lines.push('', ...renderEndToEnd(report.endToEnd, report.options));
   const d = report.deferred;
   if (d) {
     const describe = (values: (number | null)[]) => {

@@ -3,8 +3,10 @@ import { integer, parseFlags, scenarioSet, UsageError } from './options.js';
 /** The same class as intake's UsageError: thrown for a bad command line (message only, no stack). */
 export { UsageError as DeliveryUsageError } from './options.js';
 
-export const DELIVERY_SCENARIOS = ['drain', 'postfix', 'deferred', 'literal'] as const;
-/** What runs without --scenarios: `literal` is a diagnostic, asked for by name. */
+export const DELIVERY_SCENARIOS = ['drain', 'drain-rsa', 'drain-ed25519', 'drain-both', 'postfix', 'deferred', 'literal', 'e2e'] as const;
+/** The drains mta-queue runs with DKIM keys, and which keys (bench/lib/dkim-keys.ts). */
+export const SIGNED_DRAINS = { 'drain-rsa': 'rsa', 'drain-ed25519': 'ed25519', 'drain-both': 'both' } as const;
+/** What runs without --scenarios: `literal` is a diagnostic, the signed drains and e2e are asked for by name. */
 const DEFAULT_SCENARIOS = ['drain', 'postfix', 'deferred'];
 export type DeliveryScenario = (typeof DELIVERY_SCENARIOS)[number];
 export const SINK_KINDS = ['auto', 'smtp-sink', 'node'] as const;
@@ -26,6 +28,12 @@ export interface DeliveryBenchOptions {
   latencyMessages: number;
   latencyTargetMs: number;
   postfixLog: boolean;
+  /** e2e: messages smtp-source sends per measurement, its sessions, and unmeasured messages sent first. */
+  e2eMessages: number;
+  e2eSessions: number;
+  warmup: number;
+  /** Messages per measurement routed to the capturing sink to have their DKIM signatures verified. */
+  checkMessages: number;
   cpuProfDir: string | null;
   /** A checkout whose dist/cli/mta-queue.js is measured (another build, for before/after); null: this repo. */
   mtaRoot: string | null;
@@ -47,10 +55,20 @@ export const DELIVERY_USAGE = `Usage: npm run bench:delivery -- [options]
                           deferred  one mta-queue with --deferred messages due in 1 h: start-up, idle CPU, latency
                           literal   one mta-queue drains N messages to b@[127.0.0.2]: no DNS look-ups (like Postfix's
                                     [relayhost]), to see what DNS costs
+                          drain-rsa, drain-ed25519, drain-both
+                                    the drain with mta-queue DKIM-signing every message (From: bench.test) with an
+                                    rsa-2048 key, an ed25519 key, or both; compared with the unsigned drain
+                          e2e       end to end with signing: smtp-source → mta-server → mta-queue (rsa-2048) → sink,
+                                    against Postfix with the OpenDKIM milter (rsa-2048) in the same run (needs root,
+                                    the postfix and opendkim packages)
   --sink KIND           auto (smtp-sink if installed, else node), smtp-sink or node [auto]
   --deferred N          deferred messages in the deferred scenario [100000]
   --idle-seconds SEC    how long idle CPU is measured in the deferred scenario [10]
   --latency-messages N  new messages put in one at a time while the daemon idles [5]
+  --e2e-messages N      e2e: messages smtp-source sends per measurement [10000]
+  --e2e-sessions N      e2e: smtp-source sessions [10]
+  --warmup N            e2e: unmeasured messages sent through each system first [1000]
+  --check-messages N    messages per signed measurement sent to a capturing sink and DKIM-verified [5]
   --postfix-log         let the Postfix instance log to a file (maillog_file; off by default, like --log-level warn)
   --cpu-prof DIR        run the drain's mta-queue processes with node --cpu-prof, profiles written to DIR
   --mta-root DIR        measure DIR/dist/cli/mta-queue.js (another checkout, built) instead of this repo's
@@ -61,7 +79,10 @@ export const DELIVERY_USAGE = `Usage: npm run bench:delivery -- [options]
 export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'help' {
   const values = parseFlags(
     argv,
-    ['messages', 'runs', 'processes', 'concurrency', 'per-destination', 'size', 'time-limit', 'scenarios', 'sink', 'deferred', 'idle-seconds', 'latency-messages', 'cpu-prof', 'mta-root'],
+    [
+      'messages', 'runs', 'processes', 'concurrency', 'per-destination', 'size', 'time-limit', 'scenarios', 'sink', 'deferred', 'idle-seconds', 'latency-messages', 'cpu-prof', 'mta-root',
+      'e2e-messages', 'e2e-sessions', 'warmup', 'check-messages',
+    ],
     ['postfix-log', 'json'],
   );
   if (values.help) return 'help';
@@ -86,6 +107,10 @@ export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'he
     latencyMessages: integer(values['latency-messages'] ?? '5', '--latency-messages', 1, 100),
     latencyTargetMs: 2000,
     postfixLog: values['postfix-log'] ?? false,
+    e2eMessages: integer(values['e2e-messages'] ?? '10000', '--e2e-messages', 1, 1_000_000),
+    e2eSessions: integer(values['e2e-sessions'] ?? '10', '--e2e-sessions', 1, 500),
+    warmup: integer(values.warmup ?? '1000', '--warmup', 0, 100_000),
+    checkMessages: integer(values['check-messages'] ?? '5', '--check-messages', 1, 100),
     cpuProfDir: values['cpu-prof'] ?? null,
     mtaRoot: values['mta-root'] ?? null,
     json: values.json ?? false,

@@ -16,6 +16,8 @@ export interface MtaQueueOptions {
   logLevel: 'info' | 'warn';
   /** Options for node itself, e.g. --cpu-prof. */
   nodeArgs?: string[];
+  /** More mta-queue flags, e.g. --dkim-dir DIR. */
+  extraArgs?: string[];
 }
 
 /** One JSON log line of mta-queue (pino), with the moment it was read. */
@@ -69,6 +71,7 @@ export class MtaQueueProcess {
       ...['--spool', options.spool, '--dns-servers', options.dnsServer, '--smtp-port', String(options.smtpPort)],
       ...['--hostname', 'bench.test', '--log-level', options.logLevel, '--concurrency', String(options.concurrency)],
       ...(options.perDestination === null ? [] : ['--max-connections-per-destination', String(options.perDestination)]),
+      ...(options.extraArgs ?? []),
     ];
     // Only the flags above: an MTA_* variable in the caller's environment must not change the daemon under test.
     const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('MTA_')));

@@ -15,6 +15,15 @@ export interface PostfixRelayOptions {
   concurrency: number;
   /** Log to ROOT/maillog through postlogd (there is no syslog here; without it, logs go nowhere). */
   log: boolean;
+  /**
+   * false: relay what smtpd accepts at once (the end-to-end comparison) instead of holding it until release();
+   * smtpd_recipient_restrictions is then just permit_mynetworks, reject. [true]
+   */
+  hold?: boolean;
+  /** A milter's unix socket for smtpd (OpenDKIM signing); mail is refused with 4xx if it does not answer. */
+  milterSocket?: string;
+  /** transport_maps entries, `domain=transport:nexthop` (the check messages go to another sink). */
+  transports?: string[];
 }
 
 /**
@@ -40,6 +49,10 @@ export class PostfixRelay extends PrivatePostfix {
         'smtp_connection_cache_destinations=$relayhost',
         `default_destination_concurrency_limit=${options.concurrency}`,
         ...(options.log ? [`maillog_file=${root}/maillog`, `maillog_file_prefixes=${root}`] : []),
+        ...(options.hold === false ? ['smtpd_recipient_restrictions=permit_mynetworks, reject'] : []),
+        // milter_default_action=tempfail: a milter that fails makes smtpd answer 4xx, never pass mail unsigned.
+        ...(options.milterSocket ? [`smtpd_milters=unix:${options.milterSocket}`, 'milter_protocol=6', 'milter_default_action=tempfail'] : []),
+        ...(options.transports?.length ? [`transport_maps=inline:{${options.transports.join(', ')}}`] : []),
       ],
       isLive: isRunning,
     });

@@ -183,3 +183,60 @@ async function startNodeSink(host: string): Promise<SinkMx> {
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
+
+/** A sink that keeps every message it gets (at most `limit`): the sample whose DKIM signatures are checked. */
+export interface CaptureSink {
+  host: string;
+  port: number;
+  readonly messages: Buffer[];
+  /** Resolves true once `count` messages are kept, false after `timeoutMs`. */
+  waitFor(count: number, timeoutMs: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/**
+ * smtp-server on `host:port` keeping whole messages (only a handful are routed here: the check messages of
+ * each measurement, addressed to a domain of their own). `port` is given, not chosen: mta-queue reaches every MX
+ * on its one --smtp-port, so this sink listens on another loopback address at the main sink's port.
+ */
+export async function startCaptureSink(host: string, port: number, limit = 1000): Promise<CaptureSink> {
+  const messages: Buffer[] = [];
+  let waiters: { count: number; resolve: (ok: boolean) => void }[] = [];
+  const server = new SMTPServer({
+    name: 'capture.bench.test',
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    authOptional: true,
+    hideSTARTTLS: true,
+    logger: false,
+    onData(stream, _session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', () => {
+        if (messages.length < limit) messages.push(Buffer.concat(chunks));
+        waiters = waiters.filter((waiter) => (messages.length >= waiter.count ? (waiter.resolve(true), false) : true));
+        callback();
+      });
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    host,
+    port,
+    messages,
+    waitFor: (count, timeoutMs) =>
+      messages.length >= count
+        ? Promise.resolve(true)
+        : new Promise((resolve) => {
+            const waiter = { count, resolve };
+            waiters.push(waiter);
+            setTimeout(() => {
+              waiters = waiters.filter((other) => other !== waiter);
+              resolve(messages.length >= count);
+            }, timeoutMs).unref();
+          }),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
