@@ -89,7 +89,7 @@ describe('mta-queue queue administration', () => {
 
   before(async () => {
     f = await startDeliveryFixture(
-      [{ name: 'mx.ok.test', dataDelayMs: 5 }, { rcpt: [{ code: 451, message: 'Greylisted, try again later', times: 1 }] }, { rcpt: [{ code: 451, message: 'Try later' }] }, { greeting: 'silent' }],
+      [{ name: 'mx.ok.test', dataDelayMs: 20 }, { rcpt: [{ code: 451, message: 'Greylisted, try again later', times: 1 }] }, { rcpt: [{ code: 451, message: 'Try later' }] }, { greeting: 'silent' }],
       (hosts) => ({
         'ok.test': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
         'mx.ok.test': { a: [hosts[MX.ok]!] },

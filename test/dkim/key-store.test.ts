@@ -33,7 +33,7 @@ const mode = async (file: string) => (await stat(file)).mode & 0o777;
 
 /** The node file system, recording each call that changes something (and the syncs), in order. */
 function recordingFs(calls: string[], base: string): DkimFs {
-  const rel = (file: string) => path.relative(base, file).replace(/\.[0-9a-f]+\.[0-9a-f]+\.tmp$/, '.TMP') || '.';
+  const rel = (file: string) => path.relative(base, file).replace(/\.[0-9a-f]{16}\.tmp$/, '.TMP') || '.';
   return {
     ...nodeDkimFs,
     mkdir: async (dir) => (calls.push(`mkdir ${rel(dir)}`), nodeDkimFs.mkdir(dir)),
