@@ -4,6 +4,7 @@ import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { dkimTxtRecord } from '../../src/dkim/dkim-record.js';
+import type { DkimKey, DkimKeyState, DkimKeyType } from '../../src/dkim/key-store.js';
 import { REPO_ROOT } from './daemon-process.js';
 
 /**
@@ -11,14 +12,11 @@ import { REPO_ROOT } from './daemon-process.js';
  * <selector>.json, each replaced by a rename), without our CLI, and verification by dkimpy (dkim_verify.py).
  */
 
-export type TestKeyType = 'rsa' | 'ed25519';
-export type TestKeyState = 'pending' | 'active' | 'retiring' | 'retired';
+export type TestKeyType = DkimKeyType;
+export type TestKeyState = DkimKeyState;
 
-export interface TestKey {
-  domain: string;
-  selector: string;
-  type: TestKeyType;
-  privateKey: KeyObject;
+/** A key as the test knows it: what the store's record names, the private key, and what the zone publishes. */
+export interface TestKey extends Pick<DkimKey, 'domain' | 'selector' | 'type' | 'privateKey'> {
   /** `SEL._domainkey.DOMAIN`, its TXT record: what the test's zone publishes. */
   recordName: string;
   record: string;
