@@ -1,4 +1,5 @@
 import { ConfigError } from '../shared/errors.js';
+import { resolveRelayHost, type RelayHostConfig } from './relay-host.js';
 import { parseRetrySchedule } from './retry-schedule.js';
 import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
 import { parseDuration, parsePort, parsePositiveInteger } from './units.js';
@@ -22,6 +23,8 @@ export interface QueueConfig extends ObservabilityConfig {
   dkimDir: string;
   /** `--dkim-default-domain`: whose key signs when neither the From: domain nor a parent of it has one; null: none. */
   dkimDefaultDomain: string | null;
+  /** `--relay-host` (with `--relay-auth-file`, `--relay-tls`): every message to this host instead of the MXes; null: the MXes. */
+  relayHost: RelayHostConfig | null;
 }
 
 export type QueueFlags = Record<keyof typeof QUEUE_FLAG_DEFAULTS, string | undefined>;
@@ -39,6 +42,9 @@ export const QUEUE_FLAG_DEFAULTS = {
   connectTimeout: '30s',
   dkimDir: '/etc/mta-relay/dkim',
   dkimDefaultDomain: undefined,
+  relayHost: undefined,
+  relayAuthFile: undefined,
+  relayTls: undefined,
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
@@ -63,6 +69,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     localErrorBackoff: 60_000,
     dkimDir: value('dkimDir'),
     dkimDefaultDomain: parseDefaultDomain(value('dkimDefaultDomain')),
+    relayHost: resolveRelayHost(value('relayHost'), value('relayAuthFile'), value('relayTls')),
     ...resolveObservability(value),
   };
 }

@@ -1,4 +1,5 @@
 import type { QueueConfig } from '../config/queue-config.js';
+import type { RelayHostConfig } from '../config/relay-host.js';
 import type { Clock } from '../shared/clock.js';
 import type { RecordedReply } from '../spool/envelope.js';
 import type { Readable } from 'node:stream';
@@ -8,7 +9,7 @@ import { CachingResolver } from './dns-cache.js';
 import { mayTryAnotherAddress, MX_LIMITS, type MxLimits, type MxWalk } from './mx-order.js';
 import { sevenBitPlan } from './eight-bit.js';
 import { RemoteSession, type SessionTarget, type TransactionResult } from './remote-session.js';
-import { resolveMxTargets, type DnsResolver } from './resolve-mx.js';
+import { resolveMxTargets, resolveRelayTargets, type DnsResolver } from './resolve-mx.js';
 import { POSTFIX_DEADLINES, type SmtpDeadlines } from './smtp-deadlines.js';
 import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
 
@@ -26,6 +27,8 @@ export interface TransportOptions {
   mxLimits?: MxLimits;
   /** How long an idle connection is kept for the next message to the same MX. */
   idleTimeout: number;
+  /** `--relay-host`: every domain's mail goes to this host (on its port, not `port`) instead of the domain's MXes. */
+  relayHost?: RelayHostConfig | null;
   /** Told of every failed DNS look-up (for the metrics), whether or not another MX then took the mail. */
   onDnsFailure?(permanent: boolean): void;
 }
@@ -40,7 +43,8 @@ export function mxTransport(config: QueueConfig, resolver: DnsResolver, clock: C
   return (hooks) =>
     new MxTransport({
       resolver: new CachingResolver(resolver, DNS_CACHE_MS, () => clock.now()),
-      port: config.smtpPort,
+      port: config.relayHost?.port ?? config.smtpPort,
+      relayHost: config.relayHost,
       ehloName: config.hostname,
       maxConnectionsPerDestination: config.maxConnectionsPerDestination,
       // --connect-timeout has always bounded the banner too (a silent MX costs one timeout, not Postfix's 300 s).
@@ -69,7 +73,9 @@ export class MxTransport implements Transport {
     const walk: MxWalk = { addressesTried: 0, sessionsGreeted: 0 };
     const limits = this.options.mxLimits ?? MX_LIMITS;
     try {
-      walking: for (const target of await resolveMxTargets(domain, this.options.resolver)) {
+      const relay = this.options.relayHost;
+      const targets = relay ? resolveRelayTargets(relay.host, this.options.resolver) : await resolveMxTargets(domain, this.options.resolver);
+      walking: for (const target of targets) {
         let addresses: string[];
         try {
           addresses = await target.addresses();
@@ -164,6 +170,11 @@ export class MxTransport implements Transport {
   }
 
   private async connect(target: SessionTarget): Promise<RemoteSession> {
+    const relay = this.options.relayHost;
+    return relay ? this.connectToRelay(target, relay) : this.connectToMx(target);
+  }
+
+  private async connectToMx(target: SessionTarget): Promise<RemoteSession> {
     try {
       return await RemoteSession.open(target, true);
     } catch (error) {
@@ -171,6 +182,39 @@ export class MxTransport implements Transport {
       // Opportunistic TLS (Postfix `may`): a broken handshake is retried once in clear rather than stalling mail.
       return RemoteSession.open(target, false);
     }
+  }
+
+  /**
+   * With `--relay-tls require`, no clear-text fallback: no STARTTLS or a failed handshake defers the recipients
+   * before AUTH or MAIL is sent (Postfix smtp_tls_security_level=encrypt, 4.7.4 / 4.7.5). Then AUTH, if configured.
+   */
+  private async connectToRelay(target: SessionTarget, relay: RelayHostConfig): Promise<RemoteSession> {
+    const tlsRefusal = (enhanced: string, text: string, cause?: unknown) =>
+      new DeliveryFailure({ verdict: 'transient', reply: { code: null, enhanced, text }, mx: target.host, ip: target.ip, stage: 'tls-handshake', greeted: true }, { cause });
+    let session: RemoteSession;
+    if (relay.tls === 'require') {
+      try {
+        session = await RemoteSession.open(target, true);
+      } catch (error) {
+        if (!(error instanceof DeliveryFailure && error.stage === 'tls-handshake')) throw error;
+        throw tlsRefusal('4.7.5', `TLS handshake with relay host ${target.host} failed; --relay-tls require sends nothing in clear text`, error);
+      }
+      if (!session.tls) {
+        session.close();
+        throw tlsRefusal('4.7.4', `relay host ${target.host} does not offer STARTTLS; --relay-tls require sends nothing in clear text`);
+      }
+    } else {
+      session = await this.connectToMx(target);
+    }
+    if (relay.credentials) {
+      try {
+        await session.authenticate(relay.credentials);
+      } catch (error) {
+        session.close();
+        throw error;
+      }
+    }
+    return session;
   }
 
   private key(target: SessionTarget): string {

@@ -53,7 +53,9 @@ type ExtendedConnection = SMTPConnection & {
   _maxAllowedSize?: number;
   _socket?: net.Socket;
   /** Every command goes through it (and into the transaction log); see RemoteSession.withParameters. */
-  _sendCommand(command: string): void;
+  _sendCommand(command: string, logCommand?: string): void;
+  /** AUTH mechanisms named in the EHLO reply, upper-case. */
+  _supportedAuth?: string[];
   upgrading?: boolean;
 };
 
@@ -96,7 +98,8 @@ export class RemoteSession {
     connection.on('error', () => (this.broken = true));
     connection.on('end', () => (this.broken = true));
     const sendCommand = connection._sendCommand.bind(connection);
-    connection._sendCommand = (command: string) => sendCommand(this.withParameters(command));
+    // The second argument is nodemailer's masked form of an AUTH line, the only one its logger may see.
+    connection._sendCommand = (command: string, logCommand?: string) => sendCommand(this.withParameters(command), logCommand);
   }
 
   /**
@@ -168,6 +171,31 @@ export class RemoteSession {
   /** The largest message the MX announced with SIZE, null when it announced none (or 0: no fixed limit). */
   get maxMessageSize(): number | null {
     return this.offers('SIZE') && this.connection._maxAllowedSize ? this.connection._maxAllowedSize : null;
+  }
+
+  /**
+   * AUTH PLAIN or LOGIN (the first the server names, as nodemailer picks it). Any refusal, 535 included, is
+   * transient 4.7.8: a SASL failure towards a relay host is the operator's to fix, not the recipients' (Postfix
+   * defers too). The password goes only to the socket, never into a failure's text.
+   */
+  authenticate(credentials: { user: string; password: string }): Promise<void> {
+    const refused = (text: string, cause?: unknown) =>
+      new DeliveryFailure({ verdict: 'transient', reply: { code: null, enhanced: '4.7.8', text }, mx: this.target.host, ip: this.target.ip, stage: 'auth', greeted: true }, { cause });
+    const offered = (this.connection._supportedAuth ?? []).filter((method) => method === 'PLAIN' || method === 'LOGIN');
+    if (offered.length === 0) return Promise.reject(refused(`relay host ${this.target.host} offers no AUTH PLAIN or LOGIN${this.tls ? '' : ' in clear text'}`));
+    return new Promise((resolve, reject) => {
+      this.connection.login({ user: credentials.user, pass: credentials.password, method: offered[0] } as SMTPConnection.Credentials, (error) => {
+        this.deadlines.settle();
+        if (!error) return resolve();
+        if (this.deadlines.expired) return reject(deliveryFailureFrom(this.deadlines.expired, { mx: this.target.host, ip: this.target.ip, stage: 'auth', greeted: true }));
+        const response = (error as { response?: string }).response;
+        const reply = response ? replyFromText(response) : null;
+        // Not the relay's enhanced code (5.7.8 for bad credentials): the verdict is ours, and transient.
+        const said = reply ? `${reply.code ?? ''} ${reply.text}`.trim() : error.message.replace(/\s+/g, ' ').slice(0, 200);
+        this.broken = true;
+        reject(refused(`relay host ${this.target.host} refused AUTH: ${said}`, error));
+      });
+    });
   }
 
   /** One transaction; rejects (with a DeliveryFailure) only when nothing about any recipient is known. */

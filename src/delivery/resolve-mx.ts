@@ -71,3 +71,21 @@ async function hostAddresses(host: string, resolver: DnsResolver): Promise<strin
   }
   return found;
 }
+
+/**
+ * `--relay-host` in place of the MX walk (Postfix relayhost): the one host's A/AAAA records, never its MX, or the
+ * IP literal itself. Nothing about the relay host is permanent: an unknown name is the operator's to fix (4.4.3).
+ */
+export function resolveRelayTargets(host: string, resolver: DnsResolver): MxTarget[] {
+  if (net.isIP(host)) return [{ host, addresses: async () => [host] }];
+  return [
+    {
+      host,
+      addresses: async () => {
+        const addresses = await hostAddresses(host, resolver);
+        if (addresses.length === 0) throw dnsFailure(`relay host ${host} has no A or AAAA records`, '4.4.3', host);
+        return addresses;
+      },
+    },
+  ];
+}

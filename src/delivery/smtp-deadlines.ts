@@ -4,7 +4,7 @@
  * an MX trickling `250-` continuation lines would hold a connection forever; here a continuation line never
  * extends a deadline, only a complete reply ends it.
  */
-export type SmtpStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'mail' | 'rcpt' | 'data' | 'body' | 'end-of-data' | 'rset' | 'quit';
+export type SmtpStage = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'auth' | 'mail' | 'rcpt' | 'data' | 'body' | 'end-of-data' | 'rset' | 'quit';
 
 export type SmtpDeadlines = Readonly<Record<SmtpStage, number>>;
 
@@ -13,6 +13,7 @@ export const POSTFIX_DEADLINES: SmtpDeadlines = {
   greeting: 300_000, // smtp_helo_timeout covers the banner as well as EHLO/HELO
   ehlo: 300_000, // smtp_helo_timeout
   starttls: 300_000, // smtp_starttls_timeout
+  auth: 300_000, // AUTH to a relay host: Postfix has no timeout of its own for SASL, smtp_helo_timeout's value
   mail: 300_000, // smtp_mail_timeout
   rcpt: 300_000, // smtp_rcpt_timeout
   data: 120_000, // smtp_data_init_timeout
@@ -32,6 +33,8 @@ export function stageOfCommand(command: string): SmtpStage | null {
       return 'ehlo';
     case 'STARTTLS':
       return 'starttls';
+    case 'AUTH':
+      return 'auth';
     case 'MAIL':
       return 'mail';
     case 'RCPT':
@@ -86,7 +89,8 @@ export class ReplyDeadlines {
   }
 
   commandSent(command: string): void {
-    const stage = stageOfCommand(command);
+    // The lines of an AUTH exchange after the first (base64 user name, password) carry no verb of their own.
+    const stage = stageOfCommand(command) ?? (this.current === 'auth' ? 'auth' : null);
     if (stage) this.await(stage);
   }
 

@@ -50,6 +50,9 @@ export interface MxBehaviour {
   dead?: boolean;
   /** Host name in the banner and the certificate; default mx.test. */
   name?: string;
+  /** Require AUTH with these credentials before MAIL (530 without, 535 for others), in clear text too (so a test
+   *  sees a client that would send it there); default: AUTH optional, as before. */
+  auth?: { user: string; pass: string; methods?: ('PLAIN' | 'LOGIN')[] };
 }
 
 export interface ReceivedMail {
@@ -84,6 +87,8 @@ export interface FakeMx {
   /** Every MAIL FROM that reached the handler, with its parameters (a MAIL refused by smtp-server itself, e.g.
    *  a SIZE= over the maximum, is not here). */
   mailAttempts: { address: string; params: Record<string, string | boolean> }[];
+  /** Every AUTH that reached the handler (only with behaviour.auth), with whether it was over TLS. */
+  authAttempts: { method: string; username: string; tls: boolean; accepted: boolean }[];
   /** Errors of connections, e.g. the failed handshakes of tls: 'broken'. */
   errors: (Error & { code?: string })[];
   /** Connections that reached the SMTP layer, refused ones included. */
@@ -174,6 +179,7 @@ export async function startMx(options: { host: string; port?: number; behaviour?
   const messages: ReceivedMail[] = [];
   const rcptAttempts: RcptAttempt[] = [];
   const mailAttempts: FakeMx['mailAttempts'] = [];
+  const authAttempts: FakeMx['authAttempts'] = [];
   const errors: FakeMx['errors'] = [];
   const waiters = new Set<() => void>();
   const unanswered = new Set<(error: SMTPServerError) => void>();
@@ -197,7 +203,7 @@ export async function startMx(options: { host: string; port?: number; behaviour?
 
   // Not spread from a shared object: that would copy `sessions` once instead of keeping the getter.
   const fakeMx = (port: number, close: () => Promise<void>): FakeMx => ({
-    host, port, name, messages, rcptAttempts, mailAttempts, errors, waitForMessages, close,
+    host, port, name, messages, rcptAttempts, mailAttempts, authAttempts, errors, waitForMessages, close,
     get sessions() {
       return sessions;
     },
@@ -210,11 +216,22 @@ export async function startMx(options: { host: string; port?: number; behaviour?
   const smtpUtf8 = behaviour.smtpUtf8 ?? true;
   const hits = (behaviour.rcpt ?? []).map(() => new Map<string, number>());
 
+  const auth = behaviour.auth;
   const server = new SMTPServer({
     name,
     logger: false,
     disableReverseLookup: true,
-    authOptional: true,
+    authOptional: !auth,
+    ...(auth && {
+      allowInsecureAuth: true,
+      authMethods: auth.methods ?? ['PLAIN', 'LOGIN'],
+      onAuth(request, session, callback) {
+        const accepted = request.username === auth.user && request.password === auth.pass;
+        authAttempts.push({ method: request.method, username: request.username ?? '', tls: session.secure, accepted });
+        if (accepted) callback(null, { user: request.username });
+        else callback(smtpError({ code: 535, message: 'Authentication credentials invalid' }));
+      },
+    } satisfies Partial<SMTPServerOptions>),
     hideENHANCEDSTATUSCODES: false,
     hideSMTPUTF8: !smtpUtf8,
     hide8BITMIME: behaviour.eightBitMime === false,
