@@ -438,11 +438,20 @@ export class QueueRunner {
       if (postponeError instanceof ClaimReleasedError) return true;
       log.error({ event: 'spool-error', queueId: id, err: postponeError }, 'could not postpone; the message stays claimed and is tried again after the back-off');
       this.retryLater(() => {
+        // Its entry already got as far as the queue (a rename succeeded, a sync after it failed): only the postpone
+        // is left to do, and delivering it again from the claim would send it twice.
+        if (claimed.claim.placedAt) return this.startWork(this.finishPostpone(claimed, postponeError));
         this.claimedReady.push(claimed);
         this.pump();
       });
       return false;
     }
+  }
+
+  private async finishPostpone(message: ClaimedMessage, error: unknown): Promise<void> {
+    if (!(await this.handleFailure(message.claim.id, message, error))) return;
+    this.claims.delete(message.claim.id);
+    this.known.delete(message.claim.id);
   }
 
   private async reopen(claimed: ClaimedFile): Promise<void> {

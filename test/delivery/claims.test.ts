@@ -79,6 +79,23 @@ describe('stranded claims', () => {
     assert.deepEqual(transport.calls.map((call) => call.recipients.join()).sort(), ['a@ok.test', 'b@grey.test', 'b@grey.test'], 'the recipient delivered in the first attempt is not delivered again');
   });
 
+  test('a deferral that got as far as the queue before its sync failed is postponed again, never delivered a second time', async () => {
+    let greyAttempts = 0;
+    const transport = new TransportDouble((domain) => (domain === 'grey.test' && ++greyAttempts === 1 ? { code: 451, enhanced: '4.7.1', text: 'greylisted' } : { code: 250, enhanced: '2.0.0' }));
+    const [id] = await h.enqueueBatch([{ recipients: ['b@grey.test'] }]);
+    // The defer's envelope is renamed into deferred/, then the sync of deferred/ fails; so does the postpone's.
+    h.fs.failWhen((call) => call.op === 'syncDirectory' && call.path === h.layout.dir('deferred'), 'EIO', 2);
+    const runner = h.runner(transport, { localErrorBackoff: 200 });
+    await runner.start({ watch: false });
+    await eventually(() => h.logs.events('spool-error').length === 1, 'the failed postpone is logged');
+    await eventually(() => h.logs.events('delivery-error').length >= 2, 'the postpone is tried again after the back-off');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await runner.close();
+    assert.equal(transport.calls.length, 1, 'one attempt: the retry only finished the postpone');
+    const entries = (await h.files('deferred')).filter((name) => name.includes(id!));
+    assert.equal(entries.length, 1, `one entry of its own: ${entries.join(', ')}`);
+  });
+
   test('a failed defer of a batch member is postponed with the states the attempt reached', async () => {
     const transport = new TransportDouble((domain) => (domain === 'grey.test' ? { code: 451, enhanced: '4.7.1', text: 'greylisted' } : { code: 250, enhanced: '2.0.0' }));
     const [id] = await h.enqueueBatch([{ recipients: ['a@ok.test', 'b@grey.test'] }]);
