@@ -23,7 +23,7 @@ import { MtaQueueProcess } from './lib/mta-queue-process.js';
 import { runPlainLoad } from './lib/plain-load.js';
 import { detectPostfix } from './lib/private-postfix.js';
 import { PostfixRelay } from './lib/postfix-relay.js';
-import { cpuShares, readCpu, waitForSink } from './lib/measure.js';
+import { cpuShares, readCpu, waitForSink, type CostShares, type RateOverRuns } from './lib/measure.js';
 import { freePort, runCommand } from './lib/proc.js';
 import { hasSmtpSink, startCaptureSink, startSink, type CaptureSink, type SinkMx } from './lib/sink-mx.js';
 import { fillDeferred, fillIncoming, spoolCounts, writeOne } from './lib/spool-fill.js';
@@ -86,26 +86,14 @@ interface Drain {
   errors: string[];
 }
 
-interface DrainSummary {
+interface DrainSummary extends RateOverRuns, CostShares {
   system: System;
   addressing: Addressing;
   signing: Signing;
   /** "5/5 verified by mailauth: rsa-sha256 d=bench.test …" over every run, or null. */
   check: string | null;
-  label: string;
-  processes: number;
-  runs: number;
-  msgsPerSec: number;
-  msgsPerSecRuns: number[];
-  /** Median over runs of (this run's msgs/s ÷ the Postfix drain of the same run). */
-  vsPostfix: number | null;
-  vsPostfixRuns: number[];
   steadyMsgsPerSec: number | null;
   firstDeliveryMs: number | null;
-  cpuMsPerMsg: number;
-  benchCpuMsPerMsg: number;
-  machineBusyPercent: number;
-  othersPercentOfCore: number;
   dnsQueriesPerMsg: number | null;
   delivered: number;
   requested: number;

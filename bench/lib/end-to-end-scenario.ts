@@ -6,6 +6,7 @@ import type { DeliveryBenchOptions } from './delivery-options.js';
 import { describeCheck, type SignatureCheck } from './dkim-check.js';
 import { SIGNING_ALGORITHMS, type BenchKey, type BenchKeyType } from './dkim-keys.js';
 import { CHECK_DOMAIN, measureEndToEnd, mtaRelay, postfixRelay, type EndToEndContext, type EndToEndRun, type EndToEndSystem } from './end-to-end.js';
+import type { CostShares, RateOverRuns } from './measure.js';
 import { buildMessage } from './message.js';
 import { MtaQueueProcess } from './mta-queue-process.js';
 import { MtaServerProcess } from './mta-server-process.js';
@@ -47,22 +48,10 @@ export interface EndToEndScenario {
   notes: string[];
 }
 
-export interface EndToEndSummary {
+export interface EndToEndSummary extends RateOverRuns, CostShares {
   system: EndToEndSystem;
-  label: string;
-  processes: number;
-  runs: number;
-  msgsPerSec: number;
-  msgsPerSecRuns: number[];
-  /** Median over rounds of (this msgs/s ÷ Postfix+OpenDKIM's in the same round). */
-  vsPostfix: number | null;
-  vsPostfixRuns: number[];
   intakeMsgsPerSec: number;
-  cpuMsPerMsg: number;
   milterCpuMsPerMsg: number | null;
-  benchCpuMsPerMsg: number;
-  machineBusyPercent: number;
-  othersPercentOfCore: number;
   delivered: number;
   requested: number;
   check: string | null;

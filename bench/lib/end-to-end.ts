@@ -4,7 +4,7 @@ import { spoolLayout } from '../../src/spool/layout.js';
 import { checkSignatures, type SignatureCheck } from './dkim-check.js';
 import type { BenchKey } from './dkim-keys.js';
 import { BENCH_SENDER, dataPayload } from './message.js';
-import { cpuShares, readCpu, waitForSink } from './measure.js';
+import { cpuShares, readCpu, waitForSink, type CostShares } from './measure.js';
 import type { MtaQueueProcess } from './mta-queue-process.js';
 import type { MtaServerProcess } from './mta-server-process.js';
 import type { OpenDkim } from './opendkim.js';
@@ -30,7 +30,7 @@ const SETTLE_MS = 15_000;
 
 export type EndToEndSystem = 'mta-relay' | 'postfix';
 
-export interface EndToEndRun {
+export interface EndToEndRun extends CostShares {
   system: EndToEndSystem;
   /** mta-queue processes (0 for Postfix). */
   processes: number;
@@ -42,14 +42,8 @@ export interface EndToEndRun {
   msgsPerSec: number;
   /** Messages ÷ smtp-source's own run time: how fast intake took them while delivery ran. */
   intakeMsgsPerSec: number;
-  /** mta-server + every mta-queue, or Postfix's master + all its daemons + opendkim. */
-  cpuMsPerMsg: number;
-  /** OpenDKIM's part of cpuMsPerMsg (null for mta-relay). */
+  /** OpenDKIM's part of cpuMsPerMsg (null for mta-relay); cpuMsPerMsg is Postfix's master + all its daemons + opendkim. */
   milterCpuMsPerMsg: number | null;
-  /** This process and what it waited for (smtp-source, an exited child, is counted here), and the DNS server. */
-  benchCpuMsPerMsg: number;
-  machineBusyPercent: number;
-  othersPercentOfCore: number;
   check: SignatureCheck | null;
   errors: string[];
 }

@@ -17,6 +17,28 @@ export async function readCpu(sink: SinkMx): Promise<CpuReading> {
   return { machine: await readMachineCpu(), own: (await readCpuMs('self', true)) ?? NaN, sink: await sink.cpuMs() };
 }
 
+/** CPU per delivered message and how busy the machine was: every throughput row reports these. */
+export interface CostShares {
+  /** The system under test (all its processes). */
+  cpuMsPerMsg: number;
+  /** This process and what it waited for. */
+  benchCpuMsPerMsg: number;
+  machineBusyPercent: number;
+  othersPercentOfCore: number;
+}
+
+/** A rate measured over several runs and set against Postfix's in the same runs. */
+export interface RateOverRuns {
+  label: string;
+  processes: number;
+  runs: number;
+  msgsPerSec: number;
+  msgsPerSecRuns: number[];
+  /** Median over runs of (this run's msgs/s ÷ Postfix's in the same run). */
+  vsPostfix: number | null;
+  vsPostfixRuns: number[];
+}
+
 /** Splits the machine's busy time between `beforeCpu` and now: system under test, this process, sink, others. */
 export async function cpuShares(sink: SinkMx, before: CpuReading, startedAt: number, systemCpuMs: number, delivered: number) {
   const after = await readCpu(sink);
