@@ -4,29 +4,19 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
 import { pino } from 'pino';
-import { parseDuration, parsePositiveInteger } from '../config/units.js';
+import { parsePositiveInteger } from '../config/units.js';
 import { ConfigError, RelayError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { escapeForTerminal } from '../shared/terminal-escape.js';
 import { FINAL_STATES } from '../spool/envelope.js';
 import { spoolLayout, type SpoolLayout } from '../spool/layout.js';
-import {
-  ADMIN_ACTIONS,
-  QueueAdmin,
-  checkBulkState,
-  formatReply,
-  hasCriteria,
-  judgeAction,
-  matchesFilter,
-  selectForAction,
-  type AdminAction,
-  type QueueFilter,
-} from '../spool/queue-admin.js';
-import { isQueueId } from '../spool/queue-id.js';
+import { ADMIN_ACTIONS, QueueAdmin, type AdminAction } from '../spool/queue-admin.js';
+import { checkQueueId, NoSuchMessageError, refusedText, runAdminCommand } from '../spool/admin-command.js';
+import { formatReply, hasCriteria, matchesFilter, parseQueueFilter as parseFilterFields, type FilterFields, type QueueFilter } from '../spool/queue-filter.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
 import { streamSource } from '../spool/message-source.js';
 import { readHeaderBlock, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
-import { describeItem, FILTER_STATES, findQueueItem, scanQueue, type FilterState, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
+import { describeItem, FILTER_STATES, findQueueItem, scanQueue, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
 import { envOption } from './run-cli.js';
 
 /**
@@ -74,25 +64,10 @@ function addFilterOptions(command: Command, verb: string): Command {
     .addHelpText('after', `\nFilters combine (all must match). ${verb}`);
 }
 
+const FLAG_NAMES: Record<keyof FilterFields, string> = { state: '--state', domain: '--domain', sender: '--sender', olderThan: '--older-than', reply: '--reply', q: '--q' };
+
 export function parseQueueFilter(flags: FilterFlags): QueueFilter {
-  const filter: QueueFilter = {};
-  if (flags.state !== undefined) {
-    const state = flags.state === 'corrupt' ? 'failed' : flags.state;
-    if (!(FILTER_STATES as readonly string[]).includes(state)) throw new ConfigError(`--state: "${flags.state}" is not one of ${FILTER_STATES.join(', ')}`);
-    filter.state = state as FilterState;
-  }
-  if (flags.domain !== undefined) {
-    const domain = flags.domain.trim().replace(/^@/, '');
-    if (domain === '' || domain.includes('@') || /\s/.test(domain)) throw new ConfigError(`--domain: "${flags.domain}" is not a domain`);
-    filter.domain = domain;
-  }
-  if (flags.sender !== undefined) filter.sender = flags.sender;
-  if (flags.olderThan !== undefined) filter.olderThan = parseDuration(flags.olderThan, '--older-than');
-  if (flags.reply !== undefined) {
-    if (flags.reply.trim() === '') throw new ConfigError('--reply must not be empty');
-    filter.reply = flags.reply;
-  }
-  return filter;
+  return parseFilterFields(flags, (field) => FLAG_NAMES[field]);
 }
 
 async function openSpool(flags: SpoolFlags): Promise<SpoolLayout> {
@@ -144,10 +119,10 @@ export function addQueueAdminCommands(program: Command): void {
     .option('--json', 'one JSON object instead of text')
     .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
     .action(async (id: string, flags: SpoolFlags & { json?: boolean }) => {
-      if (!isQueueId(id)) throw new ConfigError(`"${id}" is not a queue id (20 characters 0-9a-z)`);
+      checkQueueId(id);
       const layout = await openSpool(flags);
       const item = await findQueueItem(layout, id);
-      if (!item) throw new QueueAdminError(`${id}: no such message in the spool`);
+      if (!item) throw new NoSuchMessageError(id);
       let headers: HeaderBlock | null = null;
       for (const file of messageFiles(layout, item)) if ((headers = await readHeaderBlock(file))) break;
       const file = path.relative(layout.root, item.file);
@@ -160,10 +135,10 @@ export function addQueueAdminCommands(program: Command): void {
     .argument('<id>', 'queue id')
     .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
     .action(async (id: string, flags: SpoolFlags) => {
-      if (!isQueueId(id)) throw new ConfigError(`"${id}" is not a queue id (20 characters 0-9a-z)`);
+      checkQueueId(id);
       const layout = await openSpool(flags);
       const item = await findQueueItem(layout, id);
-      if (!item) throw new QueueAdminError(`${id}: no such message in the spool`);
+      if (!item) throw new NoSuchMessageError(id);
       await writeMessage(id, messageFiles(layout, item));
     });
 
@@ -222,46 +197,22 @@ async function runAction(action: AdminAction, id: string | undefined, flags: Act
   const filter = parseQueueFilter(flags);
   const done = ADMIN_ACTIONS[action].event;
   if (id !== undefined) {
-    if (!isQueueId(id)) throw new ConfigError(`"${id}" is not a queue id (20 characters 0-9a-z)`);
+    checkQueueId(id);
     if (hasCriteria(filter) || flags.all) throw new ConfigError(`${action}: give an id or filters, not both`);
-  } else {
-    if (!hasCriteria(filter) && !flags.all) throw new ConfigError(`${action}: no id and no filter; add --all to ${action} every message it applies to`);
-    checkBulkState(action, filter.state);
   }
   const layout = await openSpool(flags);
-  let change: SpoolItem[];
-  let skipped: { item: SpoolItem; reason: string }[];
-  if (id !== undefined) {
-    const item = await findQueueItem(layout, id);
-    if (!item) throw new QueueAdminError(`${id}: no such message in the spool`);
-    const verdict = judgeAction(action, item);
-    if (verdict.kind === 'unchanged') return out(`${id}: ${verdict.reason}, nothing to do\n`);
-    if (verdict.kind === 'refused') throw new QueueAdminError(`${id}: not ${done}: ${verdict.reason}`);
-    [change, skipped] = [[item], []];
-  } else {
-    ({ change, refused: skipped } = selectForAction(await scanQueue(layout), action, filter, Date.now()));
-  }
-  if (flags.dryRun) {
-    for (const item of change) out(`would ${action} ${item.id} (${describeItem(item).state})\n`);
+  const target = id !== undefined ? { id } : { filter, all: flags.all ?? false };
+  const makeAdmin = () => new QueueAdmin(layout, auditLogger(), procProcessTable(), newLeaseToken());
+  const result = await runAdminCommand(layout, { action, target, dryRun: flags.dryRun ?? false }, makeAdmin, Date.now());
+  if (result.kind === 'unchanged') return out(`${result.id}: ${result.reason}, nothing to do\n`);
+  if (result.kind === 'refused') throw new QueueAdminError(refusedText(action, result.id, result.reason));
+  const { changed, skipped } = result;
+  if (result.dryRun) {
+    for (const item of changed) out(`would ${action} ${item.id} (${describeItem(item).state})\n`);
     for (const { item, reason } of skipped) out(`would skip ${item.id}: ${reason}\n`);
-    return out(`dry run: ${change.length} message(s) would be ${done}, ${skipped.length} skipped; nothing changed\n`);
+    return out(`dry run: ${changed.length} message(s) would be ${done}, ${skipped.length} skipped; nothing changed\n`);
   }
-  const admin = new QueueAdmin(layout, auditLogger(), procProcessTable(), newLeaseToken());
-  admin.plan(change);
-  const changed: SpoolItem[] = [];
-  try {
-    for (const item of change) {
-      const result = await admin.apply(action, item);
-      if (result.done) changed.push(item);
-      else skipped.push({ item, reason: result.reason });
-    }
-  } finally {
-    await admin.sync();
-  }
-  if (id !== undefined) {
-    if (skipped[0]) throw new QueueAdminError(`${id}: not ${done}: ${skipped[0].reason}`);
-    return out(`${done} ${id} (was ${describeItem(changed[0]!).state})\n`);
-  }
+  if (id !== undefined) return out(`${done} ${id} (was ${describeItem(changed[0]!).state})\n`);
   for (const { item, reason } of skipped) out(`skipped ${item.id}: ${reason}\n`);
   out(`${done} ${changed.length} message(s)${skipped.length ? `, skipped ${skipped.length}` : ''}\n`);
 }

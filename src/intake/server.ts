@@ -9,7 +9,7 @@ import { isLoopback, startMetricsServer } from '../shared/metrics.js';
 import { ensureSpool, spoolLayout } from '../spool/layout.js';
 import type { SpoolFs } from '../spool/spool-fs.js';
 import { MessageWriter } from '../spool/message-writer.js';
-import { AuthThrottle, DEFAULT_AUTH_THROTTLE, type AuthThrottlePolicy } from './auth-throttle.js';
+import { AuthThrottle, DEFAULT_AUTH_THROTTLE, type AuthThrottlePolicy } from '../shared/auth-throttle.js';
 import { IntakeMetrics } from './intake-metrics.js';
 import { receiveMessage } from './receive-message.js';
 import { ConnectionSlots } from './connection-slots.js';
@@ -18,7 +18,7 @@ import { RelaySmtpServer, type RelayConnection } from './relay-smtp-server.js';
 import { logStartupWarnings } from './startup-warnings.js';
 import { SubmissionPolicy } from './submission-policy.js';
 import { loadTlsFiles } from './tls-files.js';
-import { UserStore } from './user-store.js';
+import { UserStore } from '../config/user-store.js';
 
 /** Error replies a session may get before 421 and close: Postfix's smtpd_hard_error_limit default. */
 const HARD_ERROR_LIMIT = 20;

@@ -10,8 +10,8 @@ import {
   TooManyRecipientsError,
 } from './refusals.js';
 import type { Logger } from '../shared/logger.js';
-import type { AuthThrottle } from './auth-throttle.js';
-import type { UserStore } from './user-store.js';
+import type { AuthThrottle } from '../shared/auth-throttle.js';
+import type { UserStore } from '../config/user-store.js';
 import { isValidMailbox } from './address-syntax.js';
 import type { ConnectionSlots } from './connection-slots.js';
 import { checkMailParameters, checkRcptParameters } from './esmtp-parameters.js';

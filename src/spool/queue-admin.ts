@@ -5,9 +5,9 @@ import { leasePid, type ProcessTable } from './claim-lease.js';
 import { DirectorySync } from './durable.js';
 import { removeIfPresent } from './spool-fs.js';
 import { writeTombstone } from './tombstones.js';
-import { FINAL_STATES, type Envelope, type RecordedReply } from './envelope.js';
+import { FINAL_STATES } from './envelope.js';
+import { matchesFilter, type QueueFilter } from './queue-filter.js';
 import type { SpoolLayout } from './layout.js';
-import { queueIdTime } from './queue-id.js';
 import { filterStateOf, findQueueItem, type FilterState, type QueueState, type SpoolItem } from './queue-listing.js';
 import { parseIncomingName } from './entry-names.js';
 import { QueueStore } from './queue-store.js';
@@ -18,57 +18,6 @@ import { QueueStore } from './queue-store.js';
  * so it races a delivery claim the way two mta-queue processes race each other (docs/spool.md): exactly one
  * rename wins, and the loser gets ENOENT. A message in active/ is never touched.
  */
-
-/** Every criterion given must hold (AND); an empty filter matches everything. */
-export interface QueueFilter {
-  state?: FilterState;
-  /** A pending recipient is at this domain (exact, case-insensitive). */
-  domain?: string;
-  /** The envelope sender (case-insensitive); '' or '<>' is the null sender. */
-  sender?: string;
-  /** Arrived at least this many milliseconds ago. */
-  olderThan?: number;
-  /** A substring (case-insensitive) of a pending recipient's last reply, as `list` prints it: `451 4.3.0 text`. */
-  reply?: string;
-}
-
-export function hasCriteria(filter: QueueFilter): boolean {
-  return Object.values(filter).some((value) => value !== undefined);
-}
-
-export function formatReply(reply: RecordedReply): string {
-  return [reply.code, reply.enhanced, reply.text].filter((part) => part !== null).join(' ');
-}
-
-function domainOf(address: string): string {
-  return address.slice(address.lastIndexOf('@') + 1).toLowerCase();
-}
-
-function normalSender(sender: string): string {
-  return sender.trim().replace(/^<(.*)>$/, '$1').toLowerCase();
-}
-
-/** Whether an entry matches; pure, so the table in test/spool/queue-admin.test.ts pins every criterion. */
-export function matchesFilter(item: Pick<SpoolItem, 'id' | 'state' | 'envelope'>, filter: QueueFilter, now: number): boolean {
-  if (filter.state !== undefined && filterStateOf(item.state) !== filter.state) return false;
-  const envelope: Envelope | null = item.envelope;
-  const pending = envelope ? envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state)) : [];
-  if (filter.domain !== undefined) {
-    const domain = filter.domain.replace(/^@/, '').toLowerCase();
-    if (!pending.some((recipient) => domainOf(recipient.address) === domain)) return false;
-  }
-  if (filter.sender !== undefined && (!envelope || normalSender(envelope.sender) !== normalSender(filter.sender))) return false;
-  if (filter.olderThan !== undefined) {
-    // An unreadable corrupt/ entry still has its arrival time in its id.
-    const arrivedAt = envelope?.arrivedAt ?? queueIdTime(item.id);
-    if (!(now - arrivedAt >= filter.olderThan)) return false;
-  }
-  if (filter.reply !== undefined) {
-    const needle = filter.reply.toLowerCase();
-    if (!pending.some((recipient) => recipient.lastReply !== null && formatReply(recipient.lastReply).toLowerCase().includes(needle))) return false;
-  }
-  return true;
-}
 
 export type AdminAction = 'flush' | 'hold' | 'release' | 'delete';
 export type AdminEvent = 'flushed' | 'held' | 'released' | 'deleted';

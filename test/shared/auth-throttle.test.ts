@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AuthThrottle, throttleKey } from '../../src/intake/auth-throttle.js';
+import { AuthThrottle, throttleKey } from '../../src/shared/auth-throttle.js';
 
 function throttleAt(start = 0) {
   const clock = { time: start, now: () => clock.time };

@@ -1,4 +1,4 @@
-import { loadUsersFile } from '../config/users-file.js';
+import { loadUsersFile } from './users-file.js';
 import { hashedCredential, verifyPassword, type Credential } from '../shared/password-hash.js';
 
 /**
