@@ -1,6 +1,5 @@
 import { stat } from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
 import { pino } from 'pino';
@@ -14,8 +13,8 @@ import { ADMIN_ACTIONS, QueueAdmin, type AdminAction } from '../spool/queue-admi
 import { checkQueueId, NoSuchMessageError, refusedText, runAdminCommand } from '../spool/admin-command.js';
 import { formatReply, hasCriteria, matchesFilter, parseQueueFilter as parseFilterFields, type FilterFields, type QueueFilter } from '../spool/queue-filter.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
-import { streamSource } from '../spool/message-source.js';
-import { readHeaderBlock, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
+import { openFirstSource } from '../spool/message-source.js';
+import { detailsJson, inspectMessage, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
 import { describeItem, FILTER_STATES, findQueueItem, scanQueue, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
 import { envOption } from './run-cli.js';
 
@@ -121,12 +120,9 @@ export function addQueueAdminCommands(program: Command): void {
     .action(async (id: string, flags: SpoolFlags & { json?: boolean }) => {
       checkQueueId(id);
       const layout = await openSpool(flags);
-      const item = await findQueueItem(layout, id);
-      if (!item) throw new NoSuchMessageError(id);
-      let headers: HeaderBlock | null = null;
-      for (const file of messageFiles(layout, item)) if ((headers = await readHeaderBlock(file))) break;
-      const file = path.relative(layout.root, item.file);
-      out(flags.json ? JSON.stringify({ id, state: describeItem(item).state, file, envelope: item.envelope, headers: headers?.text ?? null, headersTruncated: headers?.truncated ?? false }, null, 2) + '\n' : formatShow(item, file, headers));
+      const details = await inspectMessage(layout, id);
+      if (!details) throw new NoSuchMessageError(id);
+      out(flags.json ? JSON.stringify(detailsJson(details), null, 2) + '\n' : formatShow(details.item, details.file, details.headers));
     });
 
   program
@@ -179,18 +175,14 @@ export function addQueueAdminCommands(program: Command): void {
  * streams (deliver-message.ts). A missing file fails at open, before anything is written, so the next one is tried.
  */
 async function writeMessage(id: string, sources: ReturnType<typeof messageFiles>): Promise<void> {
-  for (const source of sources) {
-    try {
-      return await pipeline(streamSource(source), process.stdout, { end: false });
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') continue;
-      // `mta-queue cat ID | head`: the reader has what it wanted.
-      if (code === 'EPIPE') return;
-      throw error;
-    }
+  const stream = await openFirstSource(sources);
+  if (!stream) throw new QueueAdminError(`${id}: message file missing`);
+  try {
+    await pipeline(stream, process.stdout, { end: false });
+  } catch (error) {
+    // `mta-queue cat ID | head`: the reader has what it wanted.
+    if ((error as NodeJS.ErrnoException).code !== 'EPIPE') throw error;
   }
-  throw new QueueAdminError(`${id}: message file missing`);
 }
 
 async function runAction(action: AdminAction, id: string | undefined, flags: ActionFlags): Promise<void> {
@@ -282,7 +274,7 @@ function formatStats(stats: QueueStats, top: number): string {
   lines.push(`${'total'.padEnd(10)}${stats.total}`);
   lines.push(`${'oldest'.padEnd(10)}${stats.oldest ? `${stats.oldest.id} (${stats.oldest.state}), arrived ${isoTime(stats.oldest.arrivedAt)}, ${formatAge(stats.oldest.ageMs)} ago` : '-'}`);
   lines.push(`deferred recipients by domain (top ${top}):`);
-  for (const { domain, recipients, messages } of stats.deferredDomains) lines.push(`  ${shown(domain)}\t${recipients} recipient(s) in ${messages} message(s)`);
+  for (const { domain, recipients, messages, lastReply } of stats.deferredDomains) lines.push(`  ${shown(domain)}\t${recipients} recipient(s) in ${messages} message(s)\tlast reply: ${shown(lastReply ?? '-')}`);
   if (stats.deferredDomains.length === 0) lines.push('  -');
   return lines.join('\n') + '\n';
 }

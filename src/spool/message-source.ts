@@ -1,4 +1,5 @@
-import type { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
 import type { SpoolLayout } from './layout.js';
 import type { SpoolFs } from './spool-fs.js';
 
@@ -39,4 +40,22 @@ export async function readSource(source: MessageSource): Promise<Buffer> {
 export function streamSource(source: MessageSource): Readable {
   // A data/ file is read whole (its length is the envelope's claim, the file is the truth); a batch range exactly.
   return source.offset === 0 ? source.fs.createReadStream(source.file) : source.fs.createReadStream(source.file, { start: source.offset, end: source.offset + source.length - 1 });
+}
+
+/**
+ * A stream of the first of `sources` that exists, opened before it is returned: a missing file is found out here,
+ * before anything was sent, so the next place the message can be is tried. null when it is nowhere.
+ */
+export async function openFirstSource(sources: readonly MessageSource[]): Promise<Readable | null> {
+  for (const source of sources) {
+    if (source.bytes) return Readable.from([source.bytes]);
+    const stream = streamSource(source);
+    try {
+      await once(stream, 'open');
+      return stream;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+  }
+  return null;
 }

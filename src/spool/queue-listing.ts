@@ -50,36 +50,48 @@ export interface QueueEntry {
  * finished) is missed or shown where it was; a queue entry that does not parse is left to mta-queue to set aside.
  */
 export async function scanQueue(layout: SpoolLayout): Promise<SpoolItem[]> {
-  const files: { state: QueueState; file: string; id: string }[] = [];
-  for (const name of await entriesOf(layout.fs, layout.dir('incoming'))) {
-    const id = parseIncomingName(name);
-    if (id) files.push({ state: 'incoming', file: path.join(layout.dir('incoming'), name), id });
-  }
-  for (const name of await entriesOf(layout.fs, layout.dir('deferred'))) {
-    const entry = parseDeferredName(name);
-    if (entry) files.push({ state: 'deferred', file: path.join(layout.dir('deferred'), name), id: entry.id });
-  }
-  for (const name of await entriesOf(layout.fs, layout.dir('held'))) {
-    const id = parseIncomingName(name);
-    if (id) files.push({ state: 'held', file: path.join(layout.dir('held'), name), id });
-  }
-  for (const owner of await entriesOf(layout.fs, layout.dir('active'))) {
-    const dir = path.join(layout.dir('active'), owner);
-    for (const name of await layout.fs.readdir(dir).catch(() => [])) {
-      const id = parseIncomingName(name);
-      if (id) files.push({ state: 'active', file: path.join(dir, name), id });
-    }
-  }
   const items: SpoolItem[] = [];
-  for (const { state, file } of files) items.push(...(await readEntry(layout.fs, file, state))); // nothing when it moved, finished or is corrupt
-  for (const name of await entriesOf(layout.fs, layout.dir('corrupt'))) {
-    const id = parseIncomingName(name);
-    if (id) {
-      const file = path.join(layout.dir('corrupt'), name);
-      items.push({ id, state: 'corrupt', file, envelope: isBatchName(name) ? null : await readEnvelope(layout.fs, file) });
+  for (const { state, file, id } of await listQueueEntries(layout)) items.push(...(await readQueueEntry(layout.fs, file, state, id))); // nothing when it moved, finished or is corrupt
+  return items;
+}
+
+/** A queue entry known by its name only. */
+export interface NamedEntry {
+  /** Sorts like the queue (ids sort by arrival): `<id>/<state>/<file name>`. */
+  key: string;
+  /** The id in the name: for a batch file, its first message's. */
+  id: string;
+  state: QueueState;
+  file: string;
+}
+
+const STATE_DIRECTORIES: readonly QueueState[] = ['incoming', 'deferred', 'held', 'active', 'corrupt'];
+
+/** The entries of every state (or of `only`), from directory listings alone: no file is opened. */
+export async function listQueueEntries(layout: SpoolLayout, only?: FilterState): Promise<NamedEntry[]> {
+  const entries: NamedEntry[] = [];
+  for (const state of STATE_DIRECTORIES) {
+    if (only !== undefined && only !== filterStateOf(state)) continue;
+    const dirs = state === 'active' ? (await entriesOf(layout.fs, layout.dir('active'))).map((owner) => path.join(layout.dir('active'), owner)) : [layout.dir(state)];
+    for (const dir of dirs) {
+      // A claim directory goes when its owner ends; held/ is missing from spools made before it.
+      const names = state === 'active' ? await layout.fs.readdir(dir).catch(() => []) : await entriesOf(layout.fs, dir);
+      for (const name of names) {
+        const id = state === 'deferred' ? parseDeferredName(name)?.id : parseIncomingName(name);
+        if (id) entries.push({ key: `${id}/${state}/${name}`, id, state, file: path.join(dir, name) });
+      }
     }
   }
-  return items;
+  return entries;
+}
+
+/**
+ * The messages of one queue entry: its envelope, or every record of a batch file. A corrupt/ entry is listed even
+ * when it does not parse (envelope null); elsewhere such an entry is left to mta-queue to set aside.
+ */
+export async function readQueueEntry(fs: SpoolFs, file: string, state: QueueState, id: string): Promise<SpoolItem[]> {
+  if (state === 'corrupt') return [{ id, state, file, envelope: isBatchName(file) ? null : await readEnvelope(fs, file) }];
+  return readEntry(fs, file, state);
 }
 
 /** The messages of one queue entry: its envelope, or every record of a batch file. */
