@@ -1,6 +1,7 @@
 import { Resolver } from 'node:dns/promises';
 import os from 'node:os';
 import { Command } from 'commander';
+import { Registry } from 'prom-client';
 import { resolveQueueConfig, type QueueFlags } from '../config/queue-config.js';
 import { mxTransport } from '../delivery/mx-transport.js';
 import { QueueRunner } from '../delivery/queue-runner.js';
@@ -10,6 +11,7 @@ import { addDkimCommands } from './dkim-cli.js';
 import { startDkimSigning } from './dkim-signing.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
 import { addQueueAdminCommands } from './queue-admin-cli.js';
+import { startWebUi } from './web-ui.js';
 import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
 
 const program = new Command('mta-queue')
@@ -31,6 +33,11 @@ const program = new Command('mta-queue')
   .addOption(envOption('--connect-timeout <dur>', 'TCP connect and greeting timeout per MX address [30s]'))
   .addOption(envOption('--dkim-dir <dir>', 'DKIM keys and their states, re-read on SIGHUP and when they change (docs/dkim.md) [/etc/mta-relay/dkim]'))
   .addOption(envOption('--dkim-default-domain <domain>', "sign with this domain's key when neither the From: domain nor a parent of it has one [none]"))
+  .addOption(envOption('--web <addr:port>', 'serve the web UI and its JSON API /api, e.g. 127.0.0.1:8025; a bare port means 127.0.0.1 [off]'))
+  .addOption(envOption('--web-users <file>', 'web UI accounts, users.txt format (mta-server passwd USER --users FILE) [/etc/mta-relay/web-users.txt]'))
+  .addOption(envOption('--web-cert <file>', 'serve the web UI over HTTPS with this certificate chain (PEM), with --web-key [off]'))
+  .addOption(envOption('--web-key <file>', 'private key (PEM) for --web-cert'))
+  .addOption(envOption('--inbox-dir <dir>', "show this local test inbox's messages under /inbox (npm start runs one) [none]"))
   .addOption(envOption('--shutdown-timeout <dur>', 'on SIGTERM, how long deliveries in flight may finish [30s]'))
   .addOption(envOption('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent [info]'))
   .addOption(envOption('--log-format <format>', 'json (for journald) or pretty [json]'))
@@ -46,7 +53,8 @@ const program = new Command('mta-queue')
     if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
-    const metrics = config.metrics ? createMetricsRegistry() : undefined;
+    // The web UI's chart reads the delivery counters, so they are kept when it runs even without --metrics.
+    const metrics = config.metrics ? createMetricsRegistry() : config.web ? new Registry() : undefined;
     // Signed at delivery, not at intake: retries and DSNs get the key that is active when they go out.
     const dkim = await startDkimSigning(config, mxTransport(config, resolver, systemClock), { logger, clock: systemClock, registry: metrics });
     const runner = new QueueRunner(config, { logger, transport: dkim.transport, processes: procProcessTable(), leaseToken: newLeaseToken(), metrics });
@@ -56,15 +64,20 @@ const program = new Command('mta-queue')
       await runner.close();
       return;
     }
+    // Before the runner: a missing users file is a usage error (exit 2) with nothing started yet.
+    const web = config.web && metrics ? await startWebUi({ ...config, web: config.web }, { logger, clock: systemClock, registry: metrics, keyring: dkim.keyring }) : null;
     await runUntilSignalled(logger, async () => {
       await runner.start({ watch: true });
       dkim.keyring.watch();
       return {
         close: async () => {
+          await web?.server.close();
           dkim.keyring.close();
           await runner.close();
         },
-        reload: () => dkim.keyring.load('sighup'),
+        reload: async () => {
+          await Promise.all([dkim.keyring.load('sighup'), web?.reload()]);
+        },
       };
     });
   });

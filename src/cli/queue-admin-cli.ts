@@ -7,6 +7,7 @@ import { parsePositiveInteger } from '../config/units.js';
 import { ConfigError, RelayError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { escapeForTerminal } from '../shared/terminal-escape.js';
+import { formatAge } from '../shared/dates.js';
 import { FINAL_STATES } from '../spool/envelope.js';
 import { spoolLayout, type SpoolLayout } from '../spool/layout.js';
 import { ADMIN_ACTIONS, QueueAdmin, type AdminAction } from '../spool/queue-admin.js';
@@ -219,18 +220,6 @@ function formatTable(entries: QueueEntry[]): string {
     [entry.id, entry.state, entry.sender || '<>', entry.pending.join(',') || '-', String(entry.attempts), isoTime(entry.nextAttemptAt), entry.lastError ?? '-'].map(shown).join('\t'),
   );
   return ['ID\tSTATE\tSENDER\tPENDING\tATTEMPTS\tNEXT\tLAST ERROR', ...lines, `${entries.length} message(s)`].join('\n') + '\n';
-}
-
-/** 93784000 → `1d 2h 3m`; seconds only under a minute. */
-export function formatAge(ms: number): string {
-  const seconds = Math.max(0, Math.floor(ms / 1000));
-  if (seconds < 60) return `${seconds}s`;
-  const parts: [number, string][] = [
-    [Math.floor(seconds / 86_400), 'd'],
-    [Math.floor((seconds % 86_400) / 3600), 'h'],
-    [Math.floor((seconds % 3600) / 60), 'm'],
-  ];
-  return parts.filter(([value]) => value > 0).map(([value, unit]) => `${value}${unit}`).join(' ');
 }
 
 function formatShow(item: SpoolItem, file: string, headers: HeaderBlock | null): string {

@@ -50,22 +50,22 @@ export function resolveObservability(value: (name: Name) => string | undefined):
     logLevel: oneOf(text('logLevel'), LOG_LEVELS, '--log-level'),
     logFormat,
     logFile: file ? { path: file, maxSize: rotate === 'daily' ? null : maxSize, daily: rotate !== 'size', keep } : null,
-    metrics: parseMetricsAddress(text('metrics')),
+    metrics: parseListenAddress(text('metrics'), '--metrics'),
   };
 }
 
 /**
  * `PORT` (on 127.0.0.1), `ADDR:PORT` or `[IPv6]:PORT`; empty or `off` for none. Only a written-out address
- * leaves loopback: the endpoint has no authentication.
+ * leaves loopback (`--metrics` has no authentication; `--web` logs `web-exposed`).
  */
-export function parseMetricsAddress(text: string): MetricsAddress | null {
+export function parseListenAddress(text: string, flag: string): MetricsAddress | null {
   const trimmed = text.trim();
   if (trimmed === '' || trimmed === 'off') return null;
-  if (/^\d+$/.test(trimmed)) return { host: '127.0.0.1', port: parsePort(trimmed, '--metrics') };
+  if (/^\d+$/.test(trimmed)) return { host: '127.0.0.1', port: parsePort(trimmed, flag) };
   const match = /^(?:\[([0-9a-f:.]+)\]|([0-9.]+)):(\d+)$/i.exec(trimmed);
   const host = match?.[1] ?? match?.[2];
   if (!match || !host || (match[1] ? !net.isIPv6(host) : !net.isIPv4(host))) {
-    throw new ConfigError(`--metrics: "${text}" is not PORT, ADDR:PORT or [IPv6]:PORT (e.g. 127.0.0.1:9587)`);
+    throw new ConfigError(`${flag}: "${text}" is not PORT, ADDR:PORT or [IPv6]:PORT (e.g. 127.0.0.1:9587)`);
   }
-  return { host, port: parsePort(match[3]!, '--metrics') };
+  return { host, port: parsePort(match[3]!, flag) };
 }

@@ -1,7 +1,8 @@
 import { ConfigError } from '../shared/errors.js';
 import { resolveRelayHost, type RelayHostConfig } from './relay-host.js';
 import { parseRetrySchedule } from './retry-schedule.js';
-import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
+import type { MetricsAddress } from '../shared/metrics.js';
+import { OBSERVABILITY_FLAG_DEFAULTS, parseListenAddress, resolveObservability, type ObservabilityConfig } from './observability.js';
 import { parseDuration, parsePort, parsePositiveInteger } from './units.js';
 
 export interface QueueConfig extends ObservabilityConfig {
@@ -25,6 +26,17 @@ export interface QueueConfig extends ObservabilityConfig {
   dkimDefaultDomain: string | null;
   /** `--relay-host` (with `--relay-auth-file`, `--relay-tls`): every message to this host instead of the MXes; null: the MXes. */
   relayHost: RelayHostConfig | null;
+  /** `--web` (with `--web-users`, `--web-cert`, `--web-key`): the web UI and its API; null: off. */
+  web: WebConfig | null;
+  /** `--inbox-dir`: the local test inbox to show under /inbox (npm start); null: none. */
+  inboxDir: string | null;
+}
+
+export interface WebConfig {
+  address: MetricsAddress;
+  usersFile: string;
+  /** HTTPS with this certificate chain and key; null: plain HTTP. */
+  tls: { certFile: string; keyFile: string } | null;
 }
 
 export type QueueFlags = Record<keyof typeof QUEUE_FLAG_DEFAULTS, string | undefined>;
@@ -45,6 +57,11 @@ export const QUEUE_FLAG_DEFAULTS = {
   relayHost: undefined,
   relayAuthFile: undefined,
   relayTls: undefined,
+  web: undefined,
+  webUsers: '/etc/mta-relay/web-users.txt',
+  webCert: undefined,
+  webKey: undefined,
+  inboxDir: undefined,
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
@@ -70,8 +87,22 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     dkimDir: value('dkimDir'),
     dkimDefaultDomain: parseDefaultDomain(value('dkimDefaultDomain')),
     relayHost: resolveRelayHost(value('relayHost'), value('relayAuthFile'), value('relayTls')),
+    web: resolveWeb(value),
+    inboxDir: value('inboxDir') || null,
     ...resolveObservability(value),
   };
+}
+
+function resolveWeb(value: (name: keyof QueueFlags) => string): WebConfig | null {
+  const address = parseListenAddress(value('web'), '--web');
+  const [certFile, keyFile] = [value('webCert'), value('webKey')];
+  if (Boolean(certFile) !== Boolean(keyFile)) throw new ConfigError('--web-cert and --web-key go together');
+  if (!address) {
+    if (certFile) throw new ConfigError('--web-cert needs --web');
+    return null;
+  }
+  if (value('webUsers') === '') throw new ConfigError('--web-users must not be empty');
+  return { address, usersFile: value('webUsers'), tls: certFile ? { certFile, keyFile } : null };
 }
 
 /** A DNS name of at least two labels (the key directory's names are lower-case A-labels), or null when not given. */

@@ -68,7 +68,9 @@ export async function startCatchAllInbox(options: CatchAllInboxOptions): Promise
     trimming = trimming
       .then(() => store.trim(maxMessages))
       .then(
-        (removed) => void (removed > 0 && logger.debug({ event: 'inbox-trimmed', removed, maxMessages }, 'oldest inbox messages removed')),
+        (removed) => {
+          if (removed > 0) logger.debug({ event: 'inbox-trimmed', removed, maxMessages }, 'oldest inbox messages removed');
+        },
         (error: unknown) => logger.warn({ event: 'inbox-trim-failed', dir, err: error }, 'could not remove the oldest inbox messages'),
       );
     return trimming;
@@ -105,6 +107,8 @@ export async function startCatchAllInbox(options: CatchAllInboxOptions): Promise
     const emlTemp = inboxTempFile(dir, 'eml');
     const jsonTemp = inboxTempFile(dir, 'json');
     try {
+      // Someone emptying the inbox with `rm -r` while npm start runs must not turn every later message into a 451.
+      await mkdir(dir, { recursive: true, mode: 0o700 });
       const size = await receiveToFile(stream, emlTemp, maxMessageSize);
       if (stream.sizeExceeded || size > maxMessageSize) throw new MessageTooLargeError(`Message size exceeds fixed maximum message size of ${maxMessageSize} bytes`);
       const receivedAt = Math.max(Date.now(), lastReceivedAt + 1);
@@ -138,7 +142,7 @@ export async function startCatchAllInbox(options: CatchAllInboxOptions): Promise
     });
   });
   logger.info({ event: 'inbox-listening', host: options.host, port, dir, maxMessages, maxMessageSize }, 'test inbox listening');
-  if (!isLoopback(options.host)) logger.warn({ event: 'inbox-exposed', host: options.host, port }, 'test inbox accepts mail from anyone who can reach it, without authentication');
+  if (!isLoopback(options.host) && options.host !== 'localhost') logger.warn({ event: 'inbox-exposed', host: options.host, port }, 'test inbox accepts mail from anyone who can reach it, without authentication');
 
   return {
     port,

@@ -81,11 +81,11 @@ export class InboxStore {
   async list(limit: number): Promise<{ messages: InboxSummary[]; total: number }> {
     const ids = (await this.ids()).reverse();
     const wanted = ids.slice(0, Math.max(0, Math.floor(limit) || 0));
-    const summaries: (InboxSummary | null)[] = [];
+    const read: (InboxMessage | null)[] = [];
     for (let start = 0; start < wanted.length; start += READ_CONCURRENCY) {
-      summaries.push(...(await Promise.all(wanted.slice(start, start + READ_CONCURRENCY).map((id) => this.read(id)))));
+      read.push(...(await Promise.all(wanted.slice(start, start + READ_CONCURRENCY).map((id) => this.read(id)))));
     }
-    const messages = summaries.filter((summary): summary is InboxMessage => summary !== null).map(({ headers: _headers, ...summary }) => summary);
+    const messages = read.flatMap((message): InboxSummary[] => (message ? [summaryOf(message)] : []));
     // A message trimmed or cleared between the directory read and its own is gone: not counted either.
     return { messages, total: ids.length - (wanted.length - messages.length) };
   }
@@ -157,6 +157,10 @@ export class InboxStore {
   }
 }
 
+function summaryOf({ headers: _headers, ...summary }: InboxMessage): InboxSummary {
+  return summary;
+}
+
 async function readHead(file: string): Promise<{ bytes: Buffer; size: number }> {
   const handle = await open(file, 'r');
   try {
@@ -215,7 +219,7 @@ function decodeSubject(headers: string): Promise<string> {
     const parser = new MailParser();
     parser.on('headers', (parsed) => {
       const subject = parsed.get('subject');
-      resolve(/^subject: *(.*)$/im.exec(headers)?.[1] ?? '');
+      resolve(typeof subject === 'string' ? subject : '');
     });
     parser.on('data', (part: { type: string; release?: () => void }) => part.release?.());
     parser.on('error', () => resolve(''));

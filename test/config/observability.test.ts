@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseMetricsAddress } from '../../src/config/observability.js';
+import { parseListenAddress } from '../../src/config/observability.js';
 import { resolveQueueConfig } from '../../src/config/queue-config.js';
 import { resolveServerConfig } from '../../src/config/server-config.js';
 import { ConfigError } from '../../src/shared/errors.js';
@@ -18,9 +18,9 @@ test('--metrics: off by default; a bare port is loopback; only a written-out add
     ['[::]:9587', { host: '::', port: 9587 }],
     ['', null],
     ['off', null],
-  ] as const) assert.deepEqual(parseMetricsAddress(text), expected, text);
+  ] as const) assert.deepEqual(parseListenAddress(text, '--metrics'), expected, text);
   for (const bad of ['localhost:9587', '127.0.0.1', '1.2.3:80', '::1:9587', '[::1]', '127.0.0.1:70000', 'on', '127.0.0.1:-1', 'http://127.0.0.1:9587']) {
-    assert.throws(() => parseMetricsAddress(bad), ConfigError, bad);
+    assert.throws(() => parseListenAddress(bad, '--metrics'), ConfigError, bad);
   }
   assert.deepEqual(resolveQueueConfig({ metrics: '9588' }, 'h').metrics, { host: '127.0.0.1', port: 9588 });
   assert.throws(() => resolveServerConfig({ metrics: 'everywhere' }, 'h'), /^ConfigError: --metrics: "everywhere"/);

@@ -1,0 +1,31 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Eta } from 'eta';
+
+/**
+ * Templates (web/views) and assets (web/assets, plus htmx and uPlot from their packages): everything the pages
+ * load comes from this server, never from a CDN, so the UI works offline and the CSP can say 'self'.
+ */
+const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
+export const ASSETS_DIR = path.join(WEB_DIR, 'assets');
+const require = createRequire(import.meta.url);
+const packageDir = (name: string) => path.dirname(require.resolve(`${name}/package.json`));
+
+/** The only files /assets/NAME serves: an allow-list, so no path in a URL reaches the file system. */
+export const ASSET_FILES: Readonly<Record<string, { root: string; file: string }>> = {
+  'app.js': { root: ASSETS_DIR, file: 'app.js' },
+  'app.css': { root: ASSETS_DIR, file: 'app.css' },
+  'htmx.min.js': { root: path.join(packageDir('htmx.org'), 'dist'), file: 'htmx.min.js' },
+  'uPlot.iife.min.js': { root: path.join(packageDir('uplot'), 'dist'), file: 'uPlot.iife.min.js' },
+  'uPlot.min.css': { root: path.join(packageDir('uplot'), 'dist'), file: 'uPlot.min.css' },
+};
+
+// autoEscape: `<%= %>` HTML-escapes every value; nothing a client, a remote MTA or a message sent is printed raw.
+const eta = new Eta({ views: path.join(WEB_DIR, 'views'), cache: true, autoEscape: true, autoTrim: false });
+
+export function renderView(name: string, data: object): string {
+  return eta.render(`./${name}`, data);
+}
+
+export const isoTime = (ms: number | null | undefined): string => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));

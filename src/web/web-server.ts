@@ -1,0 +1,207 @@
+import { randomBytes } from 'node:crypto';
+import fastifyCookie from '@fastify/cookie';
+import fastifyCsrf from '@fastify/csrf-protection';
+import fastifyFormbody from '@fastify/formbody';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { UserStore } from '../config/user-store.js';
+import { AuthThrottle, DEFAULT_AUTH_THROTTLE } from '../shared/auth-throttle.js';
+import type { Clock } from '../shared/clock.js';
+import { ConfigError } from '../shared/errors.js';
+import { NoSuchMessageError } from '../spool/admin-command.js';
+import type { Logger } from '../shared/logger.js';
+import type { QueueAdmin } from '../spool/queue-admin.js';
+import { QueueCensus } from '../spool/queue-census.js';
+import type { SpoolLayout } from '../spool/layout.js';
+import { registerApiRoutes } from './api-routes.js';
+import { registerInboxRoutes, type InboxView } from './inbox-routes.js';
+import { OutcomeHistory, type OutcomeTotals } from './outcome-history.js';
+import { registerPageRoutes } from './page-routes.js';
+import { ASSET_FILES, ASSETS_DIR } from './views.js';
+import { parseBasicAuth, SESSION_COOKIE, WebAuth, type WebSession } from './web-auth.js';
+
+/**
+ * The web UI and its JSON API, served by the running mta-queue: every action goes through the process that owns
+ * the delivery claims, with the same command function the CLI runs (spool/admin-command.ts). Routes are thin: they
+ * parse, call the spool's functions, and render.
+ */
+
+export interface DkimDomainStatus {
+  domain: string;
+  selector: string;
+  type: string;
+  state: string;
+}
+
+export interface WebDeps {
+  layout: SpoolLayout;
+  users: UserStore;
+  logger: Logger;
+  clock: Clock;
+  /** A QueueAdmin for one request, logging as `operator`. */
+  makeAdmin(operator: string): QueueAdmin;
+  /** Recipients by outcome since start (the Prometheus counters), for the chart. */
+  deliveryTotals(): Promise<OutcomeTotals>;
+  /** The DKIM keys, when a key directory exists. */
+  dkimStatus(): Promise<DkimDomainStatus[]>;
+  /** The local test inbox (npm start), when one runs. */
+  inbox?: InboxView;
+}
+
+export interface WebOptions {
+  host: string;
+  port: number;
+  /** Served over HTTPS with these (PEM); the session cookie is then Secure. */
+  tls?: { cert: Buffer; key: Buffer } | null;
+}
+
+export interface WebServer {
+  /** The address actually bound (port 0 → the one chosen). */
+  host: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** What every route gets: the dependencies plus the request-independent state of the server. */
+export interface WebContext extends WebDeps {
+  auth: WebAuth;
+  census: QueueCensus;
+  history: OutcomeHistory;
+  secure: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by `authenticate`: who is asking, and the session when it came by cookie (null for HTTP Basic). */
+    operator?: { user: string; session: WebSession | null };
+  }
+}
+
+/** Content-Security-Policy: scripts and styles only from our own /assets, nothing inline, no framing. */
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
+
+const HISTORY_SAMPLE_MS = 10_000;
+
+export async function startWebServer(options: WebOptions, deps: WebDeps): Promise<WebServer> {
+  const app = await buildWebApp(options, deps);
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  return { host: options.host, port, close: () => app.close() };
+}
+
+export async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<FastifyInstance> {
+  const secure = Boolean(options.tls);
+  const app = Fastify({
+    ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key } } : {}),
+    // Our own pino logger gets one line per event; fastify's per-request lines would drown the delivery log.
+    logger: false,
+    bodyLimit: 64 * 1024,
+    connectionTimeout: 60_000,
+    requestTimeout: 30_000,
+    keepAliveTimeout: 10_000,
+    routerOptions: { maxParamLength: 200 },
+    trustProxy: false,
+  });
+  const context: WebContext = {
+    ...deps,
+    auth: new WebAuth(deps.users, new AuthThrottle(DEFAULT_AUTH_THROTTLE, deps.clock), deps.clock),
+    census: new QueueCensus(deps.layout),
+    history: new OutcomeHistory(),
+    secure,
+  };
+  const sample = () =>
+    deps.deliveryTotals().then(
+      (totals) => context.history.record(totals, deps.clock.now()),
+      (error: unknown) => deps.logger.warn({ event: 'web-history-failed', err: error }, 'reading the delivery counters for the chart failed'),
+    );
+  await sample();
+  const sampler = setInterval(sample, HISTORY_SAMPLE_MS);
+  sampler.unref();
+  app.addHook('onClose', async () => clearInterval(sampler));
+
+  await app.register(fastifyCookie);
+  await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
+  await app.register(fastifyCsrf, {
+    cookieOpts: { path: '/', sameSite: 'strict', httpOnly: true, secure, signed: false },
+    // The token is bound to the session: one taken from another session (cookie tossing) does not pass.
+    getUserInfo: (request: FastifyRequest) => request.operator?.session?.id ?? '',
+    csrfOpts: { hmacKey: randomBytes(32) },
+  });
+  await app.register(fastifyStatic, { root: ASSETS_DIR, serve: false });
+
+  app.addHook('onSend', async (request, reply, payload) => {
+    reply.header('content-security-policy', CSP);
+    reply.header('x-frame-options', 'DENY');
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('referrer-policy', 'no-referrer');
+    if (!request.url.startsWith('/assets/')) reply.header('cache-control', 'no-store');
+    return payload;
+  });
+
+  app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    // A usage error (a bad filter, id or cursor) or an unknown id is the client's; anything else is ours.
+    const status = error instanceof ConfigError ? 400 : error instanceof NoSuchMessageError ? 404 : error.statusCode && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
+    if (status >= 500) deps.logger.error({ event: 'web-error', err: error, method: request.method, url: request.url.slice(0, 200) }, 'web request failed');
+    const message = status >= 500 ? 'internal error (see the mta-queue log)' : error.code === 'FST_CSRF_INVALID_TOKEN' || error.code === 'FST_CSRF_MISSING_SECRET' ? 'invalid or missing CSRF token' : error.message;
+    return sendError(request, reply, status, message);
+  });
+  app.setNotFoundHandler((request, reply) => sendError(request, reply, 404, 'not found'));
+
+  app.get('/assets/:name', async (request, reply) => {
+    const { name } = request.params as { name: string };
+    const asset = ASSET_FILES[name];
+    if (!asset) return sendError(request, reply, 404, 'not found');
+    reply.header('cache-control', 'public, max-age=3600');
+    return reply.sendFile(asset.file, asset.root);
+  });
+
+  registerPageRoutes(app, context);
+  registerApiRoutes(app, context);
+  if (deps.inbox) registerInboxRoutes(app, context, deps.inbox);
+  return app;
+}
+
+/** JSON for the API, a short text page for a browser. */
+export function sendError(request: FastifyRequest, reply: FastifyReply, status: number, message: string) {
+  if (request.url.startsWith('/api/')) return reply.code(status).type('application/json').send({ error: message });
+  return reply.code(status).type('text/plain; charset=utf-8').send(`${status}: ${message}\n`);
+}
+
+/**
+ * Who is asking. The session cookie first, then HTTP Basic (scripts; never for pages' forms, which need the CSRF
+ * token only a session has). undefined means not authenticated.
+ */
+export async function authenticate(request: FastifyRequest, context: WebContext, allowBasic: boolean): Promise<FastifyRequest['operator']> {
+  const session = context.auth.session(request.cookies[SESSION_COOKIE]);
+  if (session) return (request.operator = { user: session.user, session });
+  const basic = allowBasic ? parseBasicAuth(request.headers.authorization) : undefined;
+  if (!basic) return undefined;
+  const result = await context.auth.checkPassword(request.ip, basic);
+  if (result.kind !== 'ok') {
+    context.logger.warn({ event: 'web-auth-failed', client: request.ip, user: basic.user.slice(0, 100), blocked: result.kind === 'blocked' }, 'web API authentication failed');
+    return undefined;
+  }
+  return (request.operator = { user: result.user, session: null });
+}
+
+/**
+ * The CSRF check for a state-changing request that came with the session cookie (HTTP Basic is no ambient
+ * credential a forged form could carry). A preHandler, after `authenticate`: only then has the form body been
+ * parsed (as an onRequest hook it rejects a token sent in the form). A bad token goes to the error handler: 403.
+ */
+export function csrfForSessions(app: FastifyInstance) {
+  return (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
+    if (!request.operator?.session) return done();
+    app.csrfProtection(request, reply, done);
+  };
+}
