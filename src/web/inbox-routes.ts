@@ -25,6 +25,8 @@ export interface InboxView {
 }
 
 const LIST_LIMIT = 200;
+/** The raw source shown on the page at most; the download has all of it. */
+const RAW_SHOWN = 256 * 1024;
 
 export function registerInboxRoutes(app: FastifyInstance, context: WebContext, inbox: InboxView): void {
   const requireSession = sessionGuard(context);
@@ -37,9 +39,11 @@ export function registerInboxRoutes(app: FastifyInstance, context: WebContext, i
   });
 
   app.get('/inbox/:id', { preHandler: requireSession }, async (request, reply) => {
-    const message = await inbox.get((request.params as { id: string }).id);
-    if (!message) return sendError(request, reply, 404, 'no such message in the inbox');
-    return render(request, reply, 'inbox-message', { message: row(message), headers: message.headers });
+    const { id } = request.params as { id: string };
+    const [message, raw] = await Promise.all([inbox.get(id), inbox.raw(id)]);
+    if (!message || !raw) return sendError(request, reply, 404, 'no such message in the inbox');
+    const source = raw.subarray(0, RAW_SHOWN).toString('utf8');
+    return render(request, reply, 'inbox-message', { message: row(message), headers: message.headers, source, sourceCut: raw.length > RAW_SHOWN });
   });
 
   app.get('/inbox/:id/raw', { preHandler: requireSession }, async (request, reply) => {
