@@ -105,9 +105,10 @@ export interface FilterFields {
 
 /**
  * Parses the criteria; `label` names a field in refusals the way its caller's user wrote it (`--older-than` for
- * the CLI, `older_than` for the API). Throws ConfigError on the first bad one.
+ * the CLI, `older_than` for the API); `now` is what search ages (`before:2h`) count back from. Throws ConfigError
+ * on the first bad one.
  */
-export function parseQueueFilter(fields: FilterFields, label: (field: keyof FilterFields) => string): QueueFilter {
+export function parseQueueFilter(fields: FilterFields, label: (field: keyof FilterFields) => string, now = Date.now()): QueueFilter {
   const filter: QueueFilter = {};
   if (fields.state !== undefined) filter.state = parseFilterState(fields.state, label('state'));
   if (fields.domain !== undefined) filter.domain = parseDomain(fields.domain, label('domain'));
@@ -117,7 +118,7 @@ export function parseQueueFilter(fields: FilterFields, label: (field: keyof Filt
     if (fields.reply.trim() === '') throw new ConfigError(`${label('reply')} must not be empty`);
     filter.reply = fields.reply;
   }
-  if (fields.q !== undefined) Object.assign(filter, parseSearch(fields.q, label('q')));
+  if (fields.q !== undefined) Object.assign(filter, parseSearch(fields.q, label('q'), now));
   return filter;
 }
 

@@ -62,7 +62,7 @@ export interface QueueStats {
   total: number;
   /** The message waiting longest (incoming, deferred, held or active; corrupt/ is out of the queue). */
   oldest: { id: string; state: FilterState; arrivedAt: number; ageMs: number } | null;
-  /** Recipients in state `deferred`, by domain, most first, with the latest reply one of them got. */
+  /** Recipients in state `deferred` of messages in deferred/, by domain, most first, with the latest reply one of them got. */
   deferredDomains: { domain: string; recipients: number; messages: number; lastReply: string | null }[];
 }
 
@@ -80,6 +80,8 @@ export function queueStats(items: readonly SpoolItem[], now: number, top = 10): 
     if (state === 'failed') continue;
     const arrivedAt = item.envelope?.arrivedAt ?? queueIdTime(item.id);
     if (!oldest || arrivedAt < oldest.arrivedAt) oldest = { id: item.id, state, arrivedAt, ageMs: now - arrivedAt };
+    // Destinations with mail waiting for a retry: a held message's recipients wait for the operator instead.
+    if (state !== 'deferred') continue;
     for (const recipient of item.envelope?.recipients ?? []) {
       if (recipient.state !== 'deferred') continue;
       const domain = domainOf(recipient.address);

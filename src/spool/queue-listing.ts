@@ -171,7 +171,8 @@ function describe(envelope: Envelope, state: QueueState): QueueEntry {
     pending: pending.map((recipient) => recipient.address),
     attempts: Math.max(0, ...envelope.recipients.map((recipient) => recipient.attempts)),
     arrivedAt: envelope.arrivedAt,
-    nextAttemptAt: state === 'deferred' || state === 'incoming' ? envelope.nextAttemptAt : null,
+    // Only a deferred entry waits: an incoming one is due now, whatever its envelope still says (a flush keeps it).
+    nextAttemptAt: state === 'deferred' ? envelope.nextAttemptAt : null,
     lastError: last ? [last.code, last.enhanced, last.text].filter((part) => part !== null).join(' ') : null,
   };
 }

@@ -26,18 +26,18 @@ const FIELD_NAMES: Record<keyof FilterFields, string> = { state: 'state', domain
 type Fields = Record<string, unknown>;
 
 /** The filter in a query string or JSON body; empty fields (an unfilled form input) are absent. */
-export function filterFrom(fields: Fields): QueueFilter {
+export function filterFrom(fields: Fields, now: number): QueueFilter {
   const text = (name: string): string | undefined => {
     const value = fields[name];
     if (value === undefined || value === null || value === '') return undefined;
     if (typeof value !== 'string') throw new ConfigError(`${name} must be a string`);
     return value;
   };
-  return parseQueueFilter({ state: text('state'), domain: text('domain'), sender: text('sender'), olderThan: text('older_than'), reply: text('reply'), q: text('q') }, (field) => FIELD_NAMES[field]);
+  return parseQueueFilter({ state: text('state'), domain: text('domain'), sender: text('sender'), olderThan: text('older_than'), reply: text('reply'), q: text('q') }, (field) => FIELD_NAMES[field], now);
 }
 
 export async function queuePage(context: WebContext, fields: Fields): Promise<QueuePage & { filter: QueueFilter }> {
-  const filter = filterFrom(fields);
+  const filter = filterFrom(fields, context.clock.now());
   const cursor = typeof fields.cursor === 'string' && fields.cursor !== '' ? fields.cursor : undefined;
   if (cursor !== undefined && !CURSOR_PATTERN.test(cursor)) throw new ConfigError('cursor: not a cursor this server gave out');
   const limitText = typeof fields.limit === 'string' && fields.limit !== '' ? fields.limit : String(PAGE_LIMIT_DEFAULT);
@@ -123,7 +123,7 @@ export function registerApiRoutes(app: FastifyInstance, context: WebContext): vo
     if (typeof body !== 'object' || Array.isArray(body)) throw new ConfigError('the body must be a JSON object of filters');
     if (body.dry_run !== undefined && typeof body.dry_run !== 'boolean') throw new ConfigError('dry_run must be true or false');
     if (body.all !== undefined && typeof body.all !== 'boolean') throw new ConfigError('all must be true or false');
-    const result = await adminCommand(context, request, action, { filter: filterFrom(body), all: body.all === true }, body.dry_run === true);
+    const result = await adminCommand(context, request, action, { filter: filterFrom(body, context.clock.now()), all: body.all === true }, body.dry_run === true);
     return bulkJson(action, result as Extract<AdminResult, { kind: 'applied' }>);
   });
 }

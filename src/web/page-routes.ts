@@ -97,6 +97,11 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
   const messagePage = async (request: FastifyRequest, reply: FastifyReply, id: string, notice: { kind: string; text: string } | null, status = 200) => {
     checkQueueId(id);
     const details = await inspectMessage(context.layout, id);
+    if (!details && request.method === 'GET' && request.headers['hx-request'] === 'true') {
+      // The self-refresh of a message that left the queue meanwhile (delivered, bounced or deleted): htmx swaps no
+      // 404, so the page would keep its last state for ever. This part has no refresh of its own: polling stops.
+      return reply.type('text/html; charset=utf-8').send(renderView('message-gone-live', { id }));
+    }
     if (!details) throw new NoSuchMessageError(id);
     const { item, headers } = details;
     const envelope = item.envelope;
@@ -107,7 +112,7 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
       notice,
       state: entry.state,
       file: details.file,
-      nextAttempt: entry.nextAttemptAt === null ? null : isoTime(entry.nextAttemptAt),
+      nextAttempt: entry.state === 'incoming' ? 'due now' : entry.nextAttemptAt === null ? null : isoTime(entry.nextAttemptAt),
       envelope: envelope && {
         sender: envelope.sender || '<>',
         arrived: `${isoTime(envelope.arrivedAt)} (${formatAge(context.clock.now() - envelope.arrivedAt)} ago)`,
@@ -163,7 +168,7 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
     try {
       if (!action) throw new ConfigError('choose an action');
       const confirmed = body.confirm === 'yes';
-      const result = (await adminCommand(context, request, action, { filter: filterFrom(body), all }, !confirmed)) as Extract<AdminResult, { kind: 'applied' }>;
+      const result = (await adminCommand(context, request, action, { filter: filterFrom(body, context.clock.now()), all }, !confirmed)) as Extract<AdminResult, { kind: 'applied' }>;
       const json = bulkJson(action, result);
       const summary = { action, event: ADMIN_ACTIONS[action].event, count: result.changed.length, ids: json.ids, skipped: json.skipped };
       if (confirmed) view.done = summary;
@@ -199,7 +204,7 @@ function queueRow(entry: ReturnType<typeof describeItem>, now: number) {
     pending: entry.pending.length > 3 ? `${entry.pending.slice(0, 3).join(', ')} and ${entry.pending.length - 3} more` : entry.pending.join(', ') || '-',
     attempts: entry.attempts,
     age: formatAge(now - entry.arrivedAt),
-    next: entry.nextAttemptAt === null ? '-' : isoTime(entry.nextAttemptAt),
+    next: entry.state === 'incoming' ? 'due now' : entry.nextAttemptAt === null ? '-' : isoTime(entry.nextAttemptAt),
     lastError: entry.lastError ?? '-',
   };
 }

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { UserStore } from '../config/user-store.js';
 import { AuthThrottle, DEFAULT_AUTH_THROTTLE } from '../shared/auth-throttle.js';
 import type { Clock } from '../shared/clock.js';
-import { ConfigError } from '../shared/errors.js';
+import { ConfigError, RelayError } from '../shared/errors.js';
 import { NoSuchMessageError } from '../spool/admin-command.js';
 import type { Logger } from '../shared/logger.js';
 import type { QueueAdmin } from '../spool/queue-admin.js';
@@ -140,7 +140,8 @@ export async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<F
   await app.register(fastifyStatic, { root: ASSETS_DIR, serve: false });
 
   app.addHook('onSend', async (request, reply, payload) => {
-    reply.header('content-security-policy', CSP);
+    // A route's own, stricter policy (the raw downloads' sandbox) stays.
+    if (!reply.hasHeader('content-security-policy')) reply.header('content-security-policy', CSP);
     reply.header('x-frame-options', 'DENY');
     reply.header('x-content-type-options', 'nosniff');
     reply.header('referrer-policy', 'no-referrer');
@@ -194,14 +195,28 @@ export async function authenticate(request: FastifyRequest, context: WebContext,
   return (request.operator = { user: result.user, session: null });
 }
 
+/** A state-changing request from a browser page of another site, made with HTTP Basic credentials. */
+export class CrossSiteRequestError extends RelayError {
+  readonly code = 'EWEBCROSSSITE';
+  readonly statusCode = 403;
+}
+
 /**
- * The CSRF check for a state-changing request that came with the session cookie (HTTP Basic is no ambient
- * credential a forged form could carry). A preHandler, after `authenticate`: only then has the form body been
- * parsed (as an onRequest hook it rejects a token sent in the form). A bad token goes to the error handler: 403.
+ * The CSRF check for a state-changing request. With the session cookie: the token the page carries (a preHandler,
+ * after `authenticate`: only then has the form body been parsed; as an onRequest hook it rejects a token sent in
+ * the form), 403 without it. With HTTP Basic, which has no token: browsers cache Basic credentials after a
+ * challenge and send them cross-site too, so a request a browser marks as coming from another site (Sec-Fetch-Site,
+ * Origin) is refused; scripts (curl) send neither header.
  */
 export function csrfForSessions(app: FastifyInstance) {
   return (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
-    if (!request.operator?.session) return done();
-    app.csrfProtection(request, reply, done);
+    if (request.operator?.session) return app.csrfProtection(request, reply, done);
+    const fetchSite = request.headers['sec-fetch-site'];
+    const origin = request.headers.origin;
+    const ownOrigin = `${request.protocol}://${request.headers.host ?? ''}`;
+    if ((fetchSite !== undefined && fetchSite !== 'same-origin' && fetchSite !== 'none') || (origin !== undefined && origin !== ownOrigin)) {
+      return done(new CrossSiteRequestError(`cross-site request refused (Origin ${String(origin ?? '-').slice(0, 100)}, Sec-Fetch-Site ${String(fetchSite ?? '-')})`));
+    }
+    done();
   };
 }

@@ -9,6 +9,8 @@ import type { TestContext } from 'node:test';
 
 /** Debian's interpreter: the `python3` on PATH can be a separate build without Debian's modules. */
 const PYTHON = '/usr/bin/python3';
+/** Debian's browser, driven by playwright-core (which downloads nothing when given the executable). */
+export const CHROMIUM = '/usr/bin/chromium';
 const PHPMAILER_AUTOLOAD = '/usr/share/php/libphp-phpmailer/autoload.php';
 const CLIENT_TIMEOUT_MS = 30_000;
 
@@ -78,6 +80,11 @@ export const TOOLS = {
     what: `dkimpy with Ed25519 support under ${PYTHON}`,
     packages: ['python3-dkim', 'python3-nacl'],
     probe: async () => (await run(PYTHON, ['-c', 'import dkim, nacl.signing'])).code === 0,
+  },
+  chromium: {
+    what: `Chromium at ${CHROMIUM}`,
+    packages: ['chromium'],
+    probe: () => commandRuns(CHROMIUM, ['--version']),
   },
   systemdAnalyze: {
     what: 'systemd-analyze',

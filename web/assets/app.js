@@ -18,7 +18,7 @@
         {
           width: Math.max(320, element.clientWidth),
           height: 220,
-          series: [{}, ...SERIES.map((s) => ({ label: s.label, stroke: s.stroke, width: 2 }))],
+          series: [{}, ...SERIES.map((s) => ({ label: s.label, stroke: s.stroke, width: 2, points: { show: false } }))],
           axes: [{}, { label: 'recipients / min' }],
           scales: { y: { range: (u, min, max) => [0, Math.max(5, max)] } },
         },
