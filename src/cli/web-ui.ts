@@ -6,6 +6,7 @@ import type { DkimKeyring } from '../dkim/keyring.js';
 import { InboxStore } from '../inbox/inbox-store.js';
 import type { Clock } from '../shared/clock.js';
 import { ConfigError } from '../shared/errors.js';
+import { warnIfReadableByOthers } from '../shared/file-permissions.js';
 import type { Logger } from '../shared/logger.js';
 import { formatAddress, isLoopback } from '../shared/metrics.js';
 import { spoolLayout } from '../spool/layout.js';
@@ -29,6 +30,7 @@ export async function startWebUi(config: QueueConfig & { web: WebConfig }, deps:
   const { logger, registry, keyring } = deps;
   const web = config.web;
   const users = await UserStore.load(web.usersFile);
+  await warnIfReadableByOthers([['web-users', web.usersFile], ...(web.tls ? ([['web-tls-key', web.tls.keyFile]] as const) : [])], logger);
   if (users.size === 0) throw new ConfigError(`--web-users ${web.usersFile}: no user in it (add one with: mta-server passwd USER --users ${web.usersFile})`);
   const tls = web.tls ? { cert: await readTlsFile(web.tls.certFile, '--web-cert'), key: await readTlsFile(web.tls.keyFile, '--web-key') } : null;
   const layout = spoolLayout(config.spool);

@@ -1,6 +1,6 @@
 import type net from 'node:net';
-import { stat } from 'node:fs/promises';
 import type { ServerConfig } from '../config/server-config.js';
+import { warnIfReadableByOthers } from '../shared/file-permissions.js';
 import type { Logger } from '../shared/logger.js';
 
 /**
@@ -12,12 +12,7 @@ const IPV6_SPREAD = ['2001:db8::1', '2600::1', '2a00::1', '3fff::1', '4000::1', 
 
 /** Configuration that works but that an operator should hear about, one `warn` line each, at start. */
 export async function logStartupWarnings(config: Pick<ServerConfig, 'usersFile' | 'keyFile' | 'trustedNetworks'>, logger: Logger): Promise<void> {
-  for (const [what, file] of [['users', config.usersFile], ['tls-key', config.keyFile]] as const) {
-    const mode = await stat(file).then((info) => info.mode & 0o777, () => null);
-    if (mode !== null && (mode & 0o044) !== 0) {
-      logger.warn({ event: 'file-readable-by-others', what, file, mode: mode.toString(8).padStart(4, '0') }, `${file} is readable by group or others; chmod 600 it`);
-    }
-  }
+  await warnIfReadableByOthers([['users', config.usersFile], ['tls-key', config.keyFile]], logger);
   const everything = coversEverything(config.trustedNetworks);
   if (everything) {
     logger.warn({ event: 'trusted-networks-everything', family: everything }, `--trusted-networks covers every ${everything} address: anyone who reaches the port may relay without AUTH`);

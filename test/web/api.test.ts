@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { chmod, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { findQueueItem } from '../../src/spool/queue-listing.js';
@@ -469,5 +469,20 @@ describe('mta-queue --web configuration', () => {
     daemons.push(quiet);
     await quiet.waitForEvent('web-listening');
     assert.equal(quiet.logs.filter((line) => line.event === 'web-exposed').length, 0);
+    assert.equal(quiet.logs.filter((line) => line.event === 'file-readable-by-others').length, 0, 'a 0600 users file is fine');
+  });
+
+  test('a web users file others can read logs file-readable-by-others; an empty one is exit 2', async () => {
+    const usersFile = await writeWebUsers(temp.dir);
+    await chmod(usersFile, 0o644);
+    const daemon = DaemonProcess.start('mta-queue', ['--spool', path.join(temp.dir, 'spool3'), '--web', '127.0.0.1:0', '--web-users', usersFile, '--hostname', 'relay.test']);
+    daemons.push(daemon);
+    const warning = await daemon.waitForEvent('file-readable-by-others');
+    assert.deepEqual([warning.what, warning.file, warning.mode], ['web-users', usersFile, '0644']);
+    const empty = path.join(temp.dir, 'empty-users.txt');
+    await writeFile(empty, '# nobody yet\n', { mode: 0o600 });
+    const result = await runCli('mta-queue', ['--spool', path.join(temp.dir, 'spool4'), '--web', '127.0.0.1:0', '--web-users', empty]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^mta-queue: --web-users .*empty-users\.txt: no user in it \(add one with: mta-server passwd USER --users .*\)\n$/);
   });
 });
