@@ -3,6 +3,7 @@ import { open, readdir, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { MailParser } from 'mailparser';
 import { removeIfPresent } from '../shared/files.js';
+import type { InboxMessage, InboxSummary, InboxView } from '../shared/inbox-view.js';
 
 /**
  * The local test inbox on disk: what the catch-all server (catch-all-server.ts) writes and the web UI reads.
@@ -15,26 +16,6 @@ import { removeIfPresent } from '../shared/files.js';
  * progress (or a crash's leftover, removed when the server starts). Names starting with `.tmp-` are writes in
  * progress. Ids sort as text in arrival order, so "newest first" needs no file read. One server per directory.
  */
-
-export interface InboxSummary {
-  /** The file name without `.eml`. */
-  id: string;
-  /** Milliseconds since the epoch. */
-  receivedAt: number;
-  /** MAIL FROM, '' for the null sender (a bounce). */
-  from: string;
-  /** RCPT TO, in the order given. */
-  to: string[];
-  /** RFC 2047 encoded words decoded; not escaped for HTML. '' when there is none. */
-  subject: string;
-  /** Bytes of the stored message. */
-  size: number;
-}
-
-export interface InboxMessage extends InboxSummary {
-  /** The header block as text: every header line ends with CRLF, the blank line after it is left out; at most HEAD_LIMIT bytes, cut at a line end. */
-  headers: string;
-}
 
 /** What `<id>.json` holds. */
 export interface InboxEnvelope {
@@ -74,7 +55,7 @@ export function inboxTempFile(dir: string, extension: 'eml' | 'json'): string {
   return path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}.${extension}`);
 }
 
-export class InboxStore {
+export class InboxStore implements InboxView {
   constructor(private readonly dir: string) {}
 
   /** The newest `limit` messages, and how many there are in all. */

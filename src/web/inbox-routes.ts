@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { InboxSummary, InboxView } from '../shared/inbox-view.js';
 import { renderPage, sessionGuard } from './page-render.js';
 import { isoTime } from './views.js';
 import { csrfForSessions, sendError, type WebContext } from './web-server.js';
@@ -7,22 +8,6 @@ import { csrfForSessions, sendError, type WebContext } from './web-server.js';
  * `/inbox`: what the local test inbox (npm start) received. Its messages came from anywhere: shown escaped, raw
  * source as a download only.
  */
-
-export interface InboxSummary {
-  id: string;
-  receivedAt: number;
-  from: string;
-  to: string[];
-  subject: string;
-  size: number;
-}
-
-export interface InboxView {
-  list(limit: number): Promise<{ messages: InboxSummary[]; total: number }>;
-  get(id: string): Promise<(InboxSummary & { headers: string }) | null>;
-  raw(id: string): Promise<Buffer | null>;
-  clear(): Promise<number>;
-}
 
 const LIST_LIMIT = 200;
 /** The raw source shown on the page at most; the download has all of it. */

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UserStore } from '../../src/config/user-store.js';
 import { newLeaseToken, procProcessTable } from '../../src/cli/process-table.js';
-import type { InboxView } from '../../src/web/inbox-routes.js';
+import type { InboxView } from '../../src/shared/inbox-view.js';
 import type { SpoolLayout } from '../../src/spool/layout.js';
 import { QueueAdmin } from '../../src/spool/queue-admin.js';
 import { startWebServer, type WebServer } from '../../src/web/web-server.js';
