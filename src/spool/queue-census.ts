@@ -11,10 +11,17 @@ import { listQueueEntries, readQueueEntry, type SpoolItem } from './queue-listin
  */
 export class QueueCensus {
   private deferred = new Map<string, SpoolItem[]>();
+  /** The census being taken: callers meanwhile (several tabs refreshing) share it instead of reading twice. */
+  private taking: Promise<QueueStats> | null = null;
 
   constructor(private readonly layout: SpoolLayout) {}
 
-  async take(now: number, top = 10): Promise<QueueStats> {
+  take(now: number, top = 10): Promise<QueueStats> {
+    this.taking ??= this.count(now, top).finally(() => (this.taking = null));
+    return this.taking;
+  }
+
+  private async count(now: number, top: number): Promise<QueueStats> {
     const items: SpoolItem[] = [];
     const deferred = new Map<string, SpoolItem[]>();
     const unread: { file: string; id: string }[] = [];

@@ -133,6 +133,13 @@ describe('the queue page', () => {
     fs.jsonReads = 0;
     assert.deepEqual(await census.take(NOW), expected);
     assert.equal(fs.jsonReads, 0, 'nothing new: nothing read');
+    // Several tabs refreshing at once share one census: a fresh one read concurrently reads each envelope once.
+    const fresh = new QueueCensus(layout);
+    fs.jsonReads = 0;
+    const [a, b] = await Promise.all([fresh.take(NOW), fresh.take(NOW)]);
+    assert.deepEqual(a, expected);
+    assert.equal(b, a);
+    assert.equal(fs.jsonReads, 10);
   });
 
   test('a malformed or foreign cursor simply starts after it in name order (the API refuses one that is not ours)', async () => {
