@@ -76,11 +76,18 @@ export async function listQueueEntries(layout: SpoolLayout, only?: FilterState):
     for (const dir of dirs) {
       // A claim directory goes when its owner ends; held/ is missing from spools made before it.
       const names = state === 'active' ? await layout.fs.readdir(dir).catch(() => []) : await entriesOf(layout.fs, dir);
-      for (const name of names) {
-        const id = state === 'deferred' ? parseDeferredName(name)?.id : parseIncomingName(name);
-        if (id) entries.push({ key: `${id}/${state}/${name}`, id, state, file: path.join(dir, name) });
-      }
+      entries.push(...namedEntries(dir, state, names));
     }
+  }
+  return entries;
+}
+
+/** The queue entries among a directory's names (others, dot names included, are no entries). */
+export function namedEntries(dir: string, state: QueueState, names: readonly string[]): NamedEntry[] {
+  const entries: NamedEntry[] = [];
+  for (const name of names) {
+    const id = state === 'deferred' ? parseDeferredName(name)?.id : parseIncomingName(name);
+    if (id) entries.push({ key: `${id}/${state}/${name}`, id, state, file: `${dir}${path.sep}${name}` });
   }
   return entries;
 }

@@ -1,7 +1,7 @@
-import type { SpoolLayout } from './layout.js';
 import { decidedByName, matchesFilter, type QueueFilter } from './queue-filter.js';
 import { queueIdTime } from './queue-id.js';
-import { listQueueEntries, readQueueEntry, type NamedEntry, type SpoolItem } from './queue-listing.js';
+import type { QueueIndex } from './queue-index.js';
+import type { NamedEntry, SpoolItem } from './queue-listing.js';
 
 /**
  * One page of the queue, in id order (ids sort by arrival time), for the web UI and its API. The names are listed
@@ -32,10 +32,10 @@ export interface QueuePage {
 
 export const CURSOR_PATTERN = /^[0-9a-z]{20}\/[a-z]+\/[0-9A-Za-z.-]{1,200}$/;
 
-export async function readQueuePage(layout: SpoolLayout, request: QueuePageRequest, now: number): Promise<QueuePage> {
+export async function readQueuePage(queue: QueueIndex, request: QueuePageRequest, now: number): Promise<QueuePage> {
   const { filter, limit, scanLimit } = request;
-  const entries = (await listQueueEntries(layout, filter.state)).filter((entry) => byName(entry, filter, now));
-  entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const listed = await queue.entries(filter.state);
+  const entries = hasTimeBounds(filter) ? listed.filter((entry) => byName(entry, filter, now)) : listed;
   let index = request.cursor === undefined ? 0 : firstAfter(entries, request.cursor);
   const items: SpoolItem[] = [];
   let examined = 0;
@@ -44,7 +44,7 @@ export async function readQueuePage(layout: SpoolLayout, request: QueuePageReque
     // Read a chunk at a time: in parallel for the disk, small enough not to read far past a full page.
     const want = needsEnvelopes ? Math.min(64, scanLimit - examined) : limit - items.length;
     const chunk = entries.slice(index, index + want);
-    const read = await Promise.all(chunk.map((entry) => readQueueEntry(layout.fs, entry.file, entry.state, entry.id)));
+    const read = await Promise.all(chunk.map((entry) => queue.read(entry)));
     for (let i = 0; i < chunk.length && items.length < limit; i++) {
       index++;
       examined++;
@@ -53,6 +53,10 @@ export async function readQueuePage(layout: SpoolLayout, request: QueuePageReque
     }
   }
   return { items, next: index < entries.length ? entries[index - 1]?.key ?? null : null, entries: entries.length, examined };
+}
+
+function hasTimeBounds(filter: QueueFilter): boolean {
+  return filter.olderThan !== undefined || filter.arrivedAfter !== undefined || filter.arrivedBefore !== undefined;
 }
 
 /** The arrival-time criteria, from the id in the name; the rest needs the envelope. */

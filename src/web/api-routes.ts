@@ -43,7 +43,7 @@ export async function queuePage(context: WebContext, fields: Fields): Promise<Qu
   const limitText = typeof fields.limit === 'string' && fields.limit !== '' ? fields.limit : String(PAGE_LIMIT_DEFAULT);
   const limit = Number(limitText);
   if (!Number.isInteger(limit) || limit < 1 || limit > PAGE_LIMIT_MAX) throw new ConfigError(`limit: "${limitText.slice(0, 20)}" is not a whole number from 1 to ${PAGE_LIMIT_MAX}`);
-  const page = await readQueuePage(context.layout, { filter, cursor, limit, scanLimit: PAGE_SCAN_LIMIT }, context.clock.now());
+  const page = await readQueuePage(context.queue, { filter, cursor, limit, scanLimit: PAGE_SCAN_LIMIT }, context.clock.now());
   return { ...page, filter };
 }
 
@@ -77,7 +77,7 @@ export function registerApiRoutes(app: FastifyInstance, context: WebContext): vo
   const read = { preHandler: requireAuth };
   const change = { preHandler: [requireAuth, csrfForSessions(app)] };
 
-  app.get('/api/stats', read, async () => context.census.take(context.clock.now()));
+  app.get('/api/stats', read, async () => context.queue.census(context.clock.now()));
 
   app.get('/api/history', read, async () => context.history.series(context.clock.now()));
 

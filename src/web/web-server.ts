@@ -11,7 +11,7 @@ import { ConfigError, RelayError } from '../shared/errors.js';
 import { NoSuchMessageError } from '../spool/admin-command.js';
 import type { Logger } from '../shared/logger.js';
 import type { QueueAdmin } from '../spool/queue-admin.js';
-import { QueueCensus } from '../spool/queue-census.js';
+import { QueueIndex } from '../spool/queue-index.js';
 import type { SpoolLayout } from '../spool/layout.js';
 import { registerApiRoutes } from './api-routes.js';
 import type { InboxView } from '../shared/inbox-view.js';
@@ -66,7 +66,8 @@ export interface WebServer {
 /** What every route gets: the dependencies plus the request-independent state of the server. */
 export interface WebContext extends WebDeps {
   auth: WebAuth;
-  census: QueueCensus;
+  /** Listings and deferred envelopes kept between requests (spool/queue-index.ts). */
+  queue: QueueIndex;
   history: OutcomeHistory;
   secure: boolean;
 }
@@ -116,7 +117,7 @@ export async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<F
   const context: WebContext = {
     ...deps,
     auth: new WebAuth(deps.users, new AuthThrottle(DEFAULT_AUTH_THROTTLE, deps.clock), deps.clock),
-    census: new QueueCensus(deps.layout),
+    queue: new QueueIndex(deps.layout),
     history: new OutcomeHistory(),
     secure,
   };

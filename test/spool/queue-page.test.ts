@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { deferredName } from '../../src/spool/entry-names.js';
 import type { Envelope } from '../../src/spool/envelope.js';
 import { ensureSpool, spoolLayout, type SpoolLayout } from '../../src/spool/layout.js';
-import { QueueCensus } from '../../src/spool/queue-census.js';
+import { QueueIndex } from '../../src/spool/queue-index.js';
 import { queueStats } from '../../src/spool/queue-inspect.js';
 import { scanQueue } from '../../src/spool/queue-listing.js';
 import { readQueuePage, type QueuePageRequest } from '../../src/spool/queue-page.js';
@@ -16,13 +16,18 @@ import { tempDir } from '../helpers/temp.js';
 
 /** The queue page and the census on a real spool: what they list, in which order, and what they read. */
 
-/** Counts envelope reads (readFile of a .json), the cost the page promises to bound. */
-function countingFs(): SpoolFs & { jsonReads: number } {
-  const fs = Object.create(nodeSpoolFs) as SpoolFs & { jsonReads: number };
+/** Counts envelope reads (readFile of a .json), the cost the page promises to bound, and directory listings. */
+function countingFs(): SpoolFs & { jsonReads: number; listings: string[] } {
+  const fs = Object.create(nodeSpoolFs) as SpoolFs & { jsonReads: number; listings: string[] };
   fs.jsonReads = 0;
+  fs.listings = [];
   fs.readFile = (file: string) => {
     if (file.endsWith('.json')) fs.jsonReads++;
     return nodeSpoolFs.readFile(file);
+  };
+  fs.readdir = (dir: string) => {
+    fs.listings.push(path.basename(dir));
+    return nodeSpoolFs.readdir(dir);
   };
   return fs;
 }
@@ -58,7 +63,7 @@ describe('the queue page', () => {
   });
   after(() => cleanup());
 
-  const page = (layout: SpoolLayout, request: Partial<QueuePageRequest>) => readQueuePage(layout, { filter: {}, limit: 7, scanLimit: 5000, ...request }, NOW);
+  const page = (layout: SpoolLayout, request: Partial<QueuePageRequest>) => readQueuePage(new QueueIndex(layout), { filter: {}, limit: 7, scanLimit: 5000, ...request }, NOW);
 
   test('pages in arrival order, whatever the state; cursors neither skip nor repeat; next is null at the end', async () => {
     const layout = spoolLayout(root);
@@ -113,7 +118,7 @@ describe('the queue page', () => {
       const result = await page(layout, {});
       assert.deepEqual(result.items.map((item) => item.id), batch.ids);
       assert.equal(result.entries, 1, 'one file');
-      const census = await new QueueCensus(layout).take(NOW);
+      const census = await new QueueIndex(layout).census(NOW);
       assert.deepEqual(census.counts, queueStats(await scanQueue(layout), NOW).counts);
       assert.equal(census.counts.incoming, 3);
     } finally {
@@ -124,22 +129,57 @@ describe('the queue page', () => {
   test('the census: the same figures as stats, and each deferred envelope read once', async () => {
     const fs = countingFs();
     const layout = spoolLayout(root, fs);
-    const census = new QueueCensus(layout);
+    const census = new QueueIndex(layout);
     const expected = queueStats(await scanQueue(spoolLayout(root)), NOW);
-    assert.deepEqual(await census.take(NOW), expected);
+    assert.deepEqual(await census.census(NOW), expected);
     assert.equal(fs.jsonReads, 10, 'only the ten deferred envelopes');
     assert.equal(expected.deferredDomains[0]?.domain, 'common.test');
     assert.match(expected.deferredDomains[0]?.lastReply ?? '', /^451 4\.7\.1 try later/);
     fs.jsonReads = 0;
-    assert.deepEqual(await census.take(NOW), expected);
+    assert.deepEqual(await census.census(NOW), expected);
     assert.equal(fs.jsonReads, 0, 'nothing new: nothing read');
     // Several tabs refreshing at once share one census: a fresh one read concurrently reads each envelope once.
-    const fresh = new QueueCensus(layout);
+    const fresh = new QueueIndex(layout);
     fs.jsonReads = 0;
-    const [a, b] = await Promise.all([fresh.take(NOW), fresh.take(NOW)]);
+    const [a, b] = await Promise.all([fresh.census(NOW), fresh.census(NOW)]);
     assert.deepEqual(a, expected);
     assert.equal(b, a);
     assert.equal(fs.jsonReads, 10);
+  });
+
+  test('a listing is reused while its directory is unchanged, and taken again once it changes or was too fresh to trust', async () => {
+    const temp = await tempDir('mta-page-index-');
+    try {
+      const fs = countingFs();
+      const layout = spoolLayout(path.join(temp.dir, 'spool'), fs);
+      await ensureSpool(layout);
+      const first = envelope({ arrivedAt: NOW - 2 * M, recipients: [recipient('a@x.test', 'deferred', '451 4.3.0 later')] });
+      const second = envelope({ arrivedAt: NOW - M, recipients: [recipient('b@x.test', 'deferred', '451 4.3.0 later')] });
+      await writeFile(path.join(layout.dir('deferred'), deferredName(first.id, NOW + H)), JSON.stringify(first));
+      const index = new QueueIndex(layout);
+      // Just written: the mtime is this tick's, a listing now could miss a change in the same tick.
+      assert.deepEqual((await index.entries('deferred')).map((entry) => entry.id), [first.id]);
+      assert.deepEqual((await index.entries('deferred')).map((entry) => entry.id), [first.id]);
+      assert.deepEqual(fs.listings, ['deferred', 'deferred'], 'a fresh directory is listed every time');
+      const past = new Date(Date.now() - 5000);
+      await utimes(layout.dir('deferred'), past, past);
+      fs.listings = [];
+      await index.entries('deferred');
+      await index.entries('deferred');
+      await index.entries('deferred');
+      assert.deepEqual(fs.listings, ['deferred'], 'unchanged for long enough: listed once');
+      // A new entry changes the directory's mtime: the next look sees it.
+      await writeFile(path.join(layout.dir('tmp'), 'x'), JSON.stringify(second));
+      await rename(path.join(layout.dir('tmp'), 'x'), path.join(layout.dir('deferred'), deferredName(second.id, NOW + H)));
+      assert.deepEqual((await index.entries('deferred')).map((entry) => entry.id), [first.id, second.id]);
+      // And the deferred envelopes are read once each, whatever the listings.
+      fs.jsonReads = 0;
+      await index.census(NOW);
+      await index.census(NOW);
+      assert.equal(fs.jsonReads, 2);
+    } finally {
+      await temp.cleanup();
+    }
   });
 
   test('a malformed or foreign cursor simply starts after it in name order (the API refuses one that is not ours)', async () => {

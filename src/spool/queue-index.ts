@@ -1,0 +1,133 @@
+import path from 'node:path';
+import { isBatchName } from './entry-names.js';
+import type { SpoolLayout } from './layout.js';
+import { queueStats, type QueueStats } from './queue-inspect.js';
+import { filterStateOf, namedEntries, readQueueEntry, type FilterState, type NamedEntry, type QueueState, type SpoolItem } from './queue-listing.js';
+
+/**
+ * What a long-lived reader of the queue (the web UI, refreshing every few seconds beside a busy delivery) keeps
+ * between two looks, so that a page of a 100,000-message queue costs a few stat calls and the envelopes shown:
+ *
+ * - a directory's sorted listing, reused while the directory's mtime is unchanged (every entry added or removed
+ *   changes it). File-system timestamps are coarse (a kernel tick), so a listing taken less than a second after
+ *   that mtime is not trusted: a change in the same tick would leave the mtime as it was;
+ * - each deferred/ entry's messages, read once: a deferral always writes a new name (the due time is part of it),
+ *   so a deferred name never has two contents. Other entries are read every time;
+ * - `queueStats` of it all, taken again only when a listing changed.
+ */
+export class QueueIndex {
+  private readonly listings = new Map<string, { mtimeMs: number; trusted: boolean; entries: NamedEntry[] }>();
+  private readonly deferredItems = new Map<string, SpoolItem[]>();
+  private merged: { parts: NamedEntry[][]; entries: NamedEntry[] } | null = null;
+  private lastStats: { entries: NamedEntry[]; stats: QueueStats } | null = null;
+  /** The census being taken: callers meanwhile (several tabs refreshing) share it instead of reading twice. */
+  private taking: Promise<QueueStats> | null = null;
+
+  constructor(readonly layout: SpoolLayout) {}
+
+  /** The entries of every state, or of `only`, sorted by key (ids sort by arrival). */
+  async entries(only?: FilterState): Promise<NamedEntry[]> {
+    const parts: NamedEntry[][] = [];
+    for (const state of STATE_DIRECTORIES) {
+      if (only !== undefined && only !== filterStateOf(state)) continue;
+      if (state !== 'active') {
+        parts.push(await this.listing(this.layout.dir(state), state));
+        continue;
+      }
+      // A claim directory goes when its owner ends, between our two looks.
+      for (const owner of (await this.listing(this.layout.dir('active'), null)).map((entry) => entry.file)) parts.push(await this.listing(owner, 'active'));
+    }
+    if (parts.length === 1) return parts[0]!;
+    const previous = this.merged;
+    if (previous && previous.parts.length === parts.length && previous.parts.every((part, index) => part === parts[index])) return previous.entries;
+    // Already sorted runs: the merge sort in V8 takes them in linear time.
+    const entries = parts.flat().sort(byKey);
+    if (only === undefined) this.merged = { parts, entries };
+    return entries;
+  }
+
+  /** The messages of an entry as they are now: none when it moved or finished since it was listed. */
+  async read(entry: NamedEntry): Promise<SpoolItem[]> {
+    if (entry.state !== 'deferred') return readQueueEntry(this.layout.fs, entry.file, entry.state, entry.id);
+    const known = this.deferredItems.get(entry.file);
+    if (known) return known;
+    const items = await readQueueEntry(this.layout.fs, entry.file, entry.state, entry.id);
+    // Not yet there (listed, then claimed): nothing to keep.
+    if (items.length > 0) this.deferredItems.set(entry.file, items);
+    return items;
+  }
+
+  /** `queueStats` without reading any envelope but deferred/ ones (for the destinations and their replies). */
+  census(now: number, top = 10): Promise<QueueStats> {
+    this.taking ??= this.count(now, top).finally(() => (this.taking = null));
+    return this.taking;
+  }
+
+  private async count(now: number, top: number): Promise<QueueStats> {
+    const entries = await this.entries();
+    const last = this.lastStats;
+    if (last && last.entries === entries && last.stats.deferredDomains.length <= top) {
+      const oldest = last.stats.oldest && { ...last.stats.oldest, ageMs: now - last.stats.oldest.arrivedAt };
+      return { ...last.stats, oldest };
+    }
+    const items: SpoolItem[] = [];
+    let batches = false;
+    for (let start = 0; start < entries.length; start += READ_CHUNK) {
+      const chunk = entries.slice(start, start + READ_CHUNK);
+      const read = await Promise.all(
+        chunk.map((entry) => {
+          if (entry.state === 'deferred') return this.read(entry);
+          if (!isBatchName(entry.file)) return [{ id: entry.id, state: entry.state, file: entry.file, envelope: null }];
+          batches = true;
+          return this.read(entry);
+        }),
+      );
+      for (const entryItems of read) items.push(...entryItems);
+    }
+    const stats = queueStats(items, now, top);
+    // A batch's messages can settle without its name changing: counted afresh each time.
+    this.lastStats = batches ? null : { entries, stats };
+    return stats;
+  }
+
+  /** `state` null: the claim directories of active/ themselves (their names are owners, not entries). */
+  private async listing(dir: string, state: QueueState | null): Promise<NamedEntry[]> {
+    // Compared with the file system's own timestamps: the real clock, not an injected one.
+    const listedAt = Date.now();
+    const mtimeMs = await this.layout.fs.modifiedAt(dir).catch(missing(null));
+    const cached = this.listings.get(dir);
+    if (cached && cached.trusted && mtimeMs !== null && cached.mtimeMs === mtimeMs) return cached.entries;
+    // held/ is missing from spools made before it; a claim directory goes when its owner ends.
+    const names = await this.layout.fs.readdir(dir).catch(missing([] as string[]));
+    const entries = state === null ? owners(dir, names) : namedEntries(dir, state, names);
+    entries.sort(byKey);
+    if (mtimeMs === null) this.listings.delete(dir);
+    else this.listings.set(dir, { mtimeMs, trusted: listedAt - mtimeMs > TIMESTAMP_TRUST_MS, entries });
+    if (state === 'deferred') this.forgetGone(entries);
+    return entries;
+  }
+
+  private forgetGone(entries: readonly NamedEntry[]): void {
+    if (this.deferredItems.size === 0) return;
+    const present = new Set(entries.map((entry) => entry.file));
+    for (const file of this.deferredItems.keys()) if (!present.has(file)) this.deferredItems.delete(file);
+  }
+}
+
+const STATE_DIRECTORIES: readonly QueueState[] = ['incoming', 'deferred', 'held', 'active', 'corrupt'];
+const READ_CHUNK = 64;
+/** A listing this long after its directory's mtime cannot have missed a change made in the same tick. */
+const TIMESTAMP_TRUST_MS = 1000;
+
+const byKey = (a: NamedEntry, b: NamedEntry) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+function missing<T>(value: T): (error: NodeJS.ErrnoException) => T {
+  return (error) => {
+    if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return value;
+    throw error;
+  };
+}
+
+function owners(dir: string, names: readonly string[]): NamedEntry[] {
+  return names.filter((name) => !name.startsWith('.')).map((name) => ({ key: name, id: '', state: 'active' as const, file: `${dir}${path.sep}${name}` }));
+}
