@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { isBatchName } from './entry-names.js';
+import { isBatchName, RECOVERED_BATCH } from './entry-names.js';
 import type { SpoolLayout } from './layout.js';
 import { queueStats, type QueueStats } from './queue-inspect.js';
 import { filterStateOf, namedEntries, readQueueEntry, type FilterState, type NamedEntry, type QueueState, type SpoolItem } from './queue-listing.js';
@@ -11,13 +11,14 @@ import { filterStateOf, namedEntries, readQueueEntry, type FilterState, type Nam
  * - a directory's sorted listing, reused while the directory's mtime is unchanged (every entry added or removed
  *   changes it). File-system timestamps are coarse (a kernel tick), so a listing taken less than a second after
  *   that mtime is not trusted: a change in the same tick would leave the mtime as it was;
- * - each deferred/ entry's messages, read once: a deferral always writes a new name (the due time is part of it),
- *   so a deferred name never has two contents. Other entries are read every time;
+ * - the messages of each deferred/ entry and incoming/ batch file, read once (see isImmutable); other entries are
+ *   read every time;
  * - `queueStats` of it all, taken again only when a listing changed.
  */
 export class QueueIndex {
   private readonly listings = new Map<string, { mtimeMs: number; trusted: boolean; entries: NamedEntry[] }>();
-  private readonly deferredItems = new Map<string, SpoolItem[]>();
+  /** The messages of entries whose content never changes under their name (isImmutable), by file. */
+  private readonly kept = new Map<string, SpoolItem[]>();
   private merged: { parts: NamedEntry[][]; entries: NamedEntry[] } | null = null;
   private lastStats: { entries: NamedEntry[]; stats: QueueStats } | null = null;
   /** The census being taken: callers meanwhile (several tabs refreshing) share it instead of reading twice. */
@@ -48,12 +49,13 @@ export class QueueIndex {
 
   /** The messages of an entry as they are now: none when it moved or finished since it was listed. */
   async read(entry: NamedEntry): Promise<SpoolItem[]> {
-    if (entry.state !== 'deferred') return readQueueEntry(this.layout.fs, entry.file, entry.state, entry.id);
-    const known = this.deferredItems.get(entry.file);
+    if (!isImmutable(entry)) return readQueueEntry(this.layout.fs, entry.file, entry.state, entry.id);
+    const known = this.kept.get(entry.file);
     if (known) return known;
-    const items = await readQueueEntry(this.layout.fs, entry.file, entry.state, entry.id);
+    // Kept without their message bytes (a small batch is read whole): the envelopes are what pages and counts need.
+    const items = (await readQueueEntry(this.layout.fs, entry.file, entry.state, entry.id)).map(({ source: _bytes, ...item }) => item);
     // Not yet there (listed, then claimed): nothing to keep.
-    if (items.length > 0) this.deferredItems.set(entry.file, items);
+    if (items.length > 0) this.kept.set(entry.file, items);
     return items;
   }
 
@@ -76,16 +78,17 @@ export class QueueIndex {
       const chunk = entries.slice(start, start + READ_CHUNK);
       const read = await Promise.all(
         chunk.map((entry) => {
-          if (entry.state === 'deferred') return this.read(entry);
-          if (!isBatchName(entry.file)) return [{ id: entry.id, state: entry.state, file: entry.file, envelope: null }];
-          batches = true;
-          return this.read(entry);
+          if (entry.state === 'deferred' || isBatchName(entry.file)) {
+            if (!isImmutable(entry)) batches = true;
+            return this.read(entry);
+          }
+          return [{ id: entry.id, state: entry.state, file: entry.file, envelope: null }];
         }),
       );
       for (const entryItems of read) items.push(...entryItems);
     }
     const stats = queueStats(items, now, top);
-    // A batch's messages can settle without its name changing: counted afresh each time.
+    // A claimed batch's messages settle without its name changing: counted afresh each time.
     this.lastStats = batches ? null : { entries, stats };
     return stats;
   }
@@ -103,15 +106,25 @@ export class QueueIndex {
     entries.sort(byKey);
     if (mtimeMs === null) this.listings.delete(dir);
     else this.listings.set(dir, { mtimeMs, trusted: listedAt - mtimeMs > TIMESTAMP_TRUST_MS, entries });
-    if (state === 'deferred') this.forgetGone(entries);
+    if (state === 'deferred' || state === 'incoming') this.forgetGone(state, entries);
     return entries;
   }
 
-  private forgetGone(entries: readonly NamedEntry[]): void {
-    if (this.deferredItems.size === 0) return;
+  private forgetGone(state: QueueState, entries: readonly NamedEntry[]): void {
+    if (this.kept.size === 0) return;
     const present = new Set(entries.map((entry) => entry.file));
-    for (const file of this.deferredItems.keys()) if (!present.has(file)) this.deferredItems.delete(file);
+    const dir = this.layout.dir(state) + path.sep;
+    for (const file of this.kept.keys()) if (file.startsWith(dir) && !present.has(file)) this.kept.delete(file);
   }
+}
+
+/**
+ * A deferral always writes a new name (the due time is part of it), and a group commit's batch file in incoming/
+ * is written once: neither ever has two contents. A claimed batch settles in place, and a recovered one
+ * (`<id>.recovered.batch`) can come back under the same name with more of it settled.
+ */
+function isImmutable(entry: NamedEntry): boolean {
+  return entry.state === 'deferred' || (entry.state === 'incoming' && isBatchName(entry.file) && !entry.file.endsWith(RECOVERED_BATCH));
 }
 
 const STATE_DIRECTORIES: readonly QueueState[] = ['incoming', 'deferred', 'held', 'active', 'corrupt'];

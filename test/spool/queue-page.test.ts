@@ -17,10 +17,15 @@ import { tempDir } from '../helpers/temp.js';
 /** The queue page and the census on a real spool: what they list, in which order, and what they read. */
 
 /** Counts envelope reads (readFile of a .json), the cost the page promises to bound, and directory listings. */
-function countingFs(): SpoolFs & { jsonReads: number; listings: string[] } {
-  const fs = Object.create(nodeSpoolFs) as SpoolFs & { jsonReads: number; listings: string[] };
+function countingFs(): SpoolFs & { jsonReads: number; batchOpens: number; listings: string[] } {
+  const fs = Object.create(nodeSpoolFs) as SpoolFs & { jsonReads: number; batchOpens: number; listings: string[] };
   fs.jsonReads = 0;
+  fs.batchOpens = 0;
   fs.listings = [];
+  fs.open = (file: string, flags: 'r' | 'wx') => {
+    if (file.endsWith('.batch')) fs.batchOpens++;
+    return nodeSpoolFs.open(file, flags);
+  };
   fs.readFile = (file: string) => {
     if (file.endsWith('.json')) fs.jsonReads++;
     return nodeSpoolFs.readFile(file);
@@ -112,15 +117,23 @@ describe('the queue page', () => {
   test('a batch file brings each of its messages, and the census counts them like stats does', async () => {
     const temp = await tempDir('mta-page-batch-');
     try {
-      const layout = spoolLayout(path.join(temp.dir, 'spool'));
+      const fs = countingFs();
+      const layout = spoolLayout(path.join(temp.dir, 'spool'), fs);
       await ensureSpool(layout);
       const batch = await putBatch(layout, ['one', 'two', 'three']);
       const result = await page(layout, {});
       assert.deepEqual(result.items.map((item) => item.id), batch.ids);
       assert.equal(result.entries, 1, 'one file');
-      const census = await new QueueIndex(layout).census(NOW);
+      const index = new QueueIndex(layout);
+      const census = await index.census(NOW);
       assert.deepEqual(census.counts, queueStats(await scanQueue(layout), NOW).counts);
       assert.equal(census.counts.incoming, 3);
+      // A group commit's batch is written once: read once, kept without its message bytes.
+      fs.batchOpens = 0;
+      await index.census(NOW);
+      assert.equal((await readQueuePage(index, { filter: {}, limit: 10, scanLimit: 10 }, NOW)).items.length, 3);
+      assert.equal(fs.batchOpens, 0);
+      assert.equal((await index.read((await index.entries())[0]!))[0]!.source, undefined);
     } finally {
       await temp.cleanup();
     }
