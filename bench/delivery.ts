@@ -9,24 +9,24 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { ensureSpool, spoolLayout, type SpoolLayout } from '../src/spool/layout.js';
 import { MessageWriter } from '../src/spool/message-writer.js';
 import { startDnsServer, type DnsServer } from '../test/helpers/dns-server.js';
 import { DELIVERY_USAGE, DeliveryUsageError, parseDeliveryOptions, SIGNED_DRAINS, type DeliveryBenchOptions } from './lib/delivery-options.js';
-import { checkSignatures, describeCheck, type SignatureCheck } from './lib/dkim-check.js';
-import { generateBenchKeys, keysFor, SIGNING_ALGORITHMS, SIGNING_LABELS, writeKeyDirectory, type BenchKey, type BenchKeyType, type Signing } from './lib/dkim-keys.js';
+import { describeCheck, type SignatureCheck } from './lib/dkim-check.js';
+import { generateBenchKeys, keysFor, SIGNING_LABELS, writeKeyDirectory, type Signing } from './lib/dkim-keys.js';
 import { CHECK_DOMAIN, CHECK_RECIPIENT } from './lib/end-to-end.js';
 import { renderEndToEnd, runEndToEndScenario, type EndToEndSummary } from './lib/end-to-end-scenario.js';
 import { describeEnvironment, type Environment } from './lib/environment.js';
 import { BENCH_RECIPIENT, BENCH_SENDER, buildMessage, dataPayload } from './lib/message.js';
+import { drainTiming, freshSpool, measureMtaDrain, mtaQueueHasFlag, SETTLE_MS, SIGNING_DOMAIN, type Addressing, type Drain, type DrainContext, type SigningSetup, type System } from './lib/mta-drain.js';
 import { MtaQueueProcess } from './lib/mta-queue-process.js';
 import { runPlainLoad } from './lib/plain-load.js';
 import { detectPostfix } from './lib/private-postfix.js';
 import { PostfixRelay } from './lib/postfix-relay.js';
 import { cpuShares, readCpu, waitForSink, type CostShares, type RateOverRuns } from './lib/measure.js';
-import { freePort, runCommand } from './lib/proc.js';
-import { hasSmtpSink, startCaptureSink, startSink, type CaptureSink, type SinkMx } from './lib/sink-mx.js';
-import { fillDeferred, fillIncoming, spoolCounts, writeOne } from './lib/spool-fill.js';
+import { freePort } from './lib/proc.js';
+import { hasSmtpSink, startCaptureSink, startSink, type SinkMx } from './lib/sink-mx.js';
+import { fillDeferred, writeOne } from './lib/spool-fill.js';
 import { formatMs, formatRate, formatRatio, median, percentile, renderTable, round } from './lib/stats.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -38,53 +38,12 @@ const MX_HOST = `mx.${SINK_DOMAIN}`;
 /** The capturing sink (check messages, whose DKIM signatures are verified) and its MX name. */
 const CAPTURE_HOST = '127.0.0.3';
 const CHECK_MX_HOST = `mx.${CHECK_DOMAIN}`;
-/** The From: domain of every benchmark message (a@bench.test), and so the domain the keys are for. */
-const SIGNING_DOMAIN = BENCH_SENDER.split('@')[1]!;
-/** After the sink has every message, how long the spool may take to be seen empty. */
-const SETTLE_MS = 15_000;
 /** Postfix intake sessions used to fill its hold queue (not measured). */
 const POSTFIX_FILL_SESSIONS = 20;
 
 /** Anything started that must not outlive the benchmark, newest first. */
 const cleanups = new Set<() => Promise<unknown>>();
 const progress = (text: string) => process.stderr.write(`${text}\n`);
-
-type System = 'mta-queue' | 'postfix';
-/** Recipients at sink.test (MX and A/AAAA looked up per message), or at the literal [127.0.0.2] (no DNS at all). */
-type Addressing = 'dns' | 'literal';
-
-/** One timed drain of `requested` messages. */
-interface Drain {
-  system: System;
-  addressing: Addressing;
-  /** Which DKIM keys mta-queue had (none: an empty --dkim-dir); Postfix drains are unsigned. */
-  signing: Signing;
-  /** The check messages' signatures, or null when none were sent (Postfix, or an mta-queue without --dkim-dir). */
-  check: SignatureCheck | null;
-  processes: number;
-  run: number;
-  requested: number;
-  /** Counted by the sink. */
-  delivered: number;
-  fillMs: number;
-  /** Start (spawn of mta-queue / postsuper -H) → spool or queue seen empty. */
-  elapsedMs: number;
-  msgsPerSec: number;
-  firstDeliveryMs: number | null;
-  /** Rate between the first and the last message reaching the sink (start-up excluded). */
-  steadyMsgsPerSec: number | null;
-  /** CPU of the system under test (all mta-queue processes / Postfix master and all its daemons). */
-  cpuMsPerMsg: number;
-  /** CPU of this process (DNS server, and the sink when it is the in-process one). */
-  benchCpuMsPerMsg: number;
-  sinkCpuMsPerMsg: number;
-  machineBusyPercent: number;
-  /** CPU of everything else, % of one core: high values mean a disturbed measurement. */
-  othersPercentOfCore: number;
-  dnsQueriesPerMsg: number | null;
-  timedOut: boolean;
-  errors: string[];
-}
 
 interface DrainSummary extends RateOverRuns, CostShares {
   system: System;
@@ -186,7 +145,7 @@ async function main(): Promise<void> {
   // DKIM: one key of each type for bench.test, and a key directory per signing variant (none: empty).
   const signedDrains = (Object.keys(SIGNED_DRAINS) as (keyof typeof SIGNED_DRAINS)[]).filter((name) => options.scenarios.has(name));
   const wantsKeys = signedDrains.length > 0 || options.scenarios.has('e2e');
-  const dkimFlag = await supportsDkimDir();
+  const dkimFlag = await mtaQueueHasFlag(mtaRoot, '--dkim-dir');
   if (wantsKeys && !dkimFlag) throw new DeliveryUsageError(`${path.join(mtaRoot, 'dist/cli/mta-queue.js')} has no --dkim-dir: the signed scenarios need a build with DKIM signing`);
   const keys = wantsKeys ? generateBenchKeys(SIGNING_DOMAIN) : null;
   const keyDirs = new Map<Signing, string>();
@@ -198,6 +157,7 @@ async function main(): Promise<void> {
     }
   }
   const signingSetup: SigningSetup = { keyDirs, keys, capture, checkMessages: options.checkMessages };
+  const drainContext: DrainContext = { mtaRoot, workDir, sink, dns, cleanups, progress, checkInterrupted };
 
   const wantsPostfix = options.scenarios.has('postfix');
   const postfix = wantsPostfix ? await detectPostfix() : { ok: false as const, reason: 'not asked for (--scenarios)' };
@@ -251,19 +211,19 @@ async function main(): Promise<void> {
       for (const processes of options.processes) {
         checkInterrupted();
         progress(`[run ${run}/${options.runs}] mta-queue ×${processes}: filling a spool with ${options.messages} messages, then draining it`);
-        record(await measureMtaDrain(options, sink, dns, message, processes, run, workDir, 'dns', 'none', signingSetup));
+        record(await measureMtaDrain(drainContext, options, message, { processes, run, addressing: 'dns', signing: 'none' }, signingSetup));
         for (const name of signedDrains) {
           checkInterrupted();
           const signing = SIGNED_DRAINS[name];
           progress(`[run ${run}/${options.runs}] mta-queue ×${processes}, signing with ${SIGNING_LABELS[signing]}: filling a spool with ${options.messages} messages, then draining it`);
-          record(await measureMtaDrain(options, sink, dns, message, processes, run, workDir, 'dns', signing, signingSetup));
+          record(await measureMtaDrain(drainContext, options, message, { processes, run, addressing: 'dns', signing }, signingSetup));
         }
       }
     }
     if (options.scenarios.has('literal')) {
       checkInterrupted();
       progress(`[run ${run}/${options.runs}] mta-queue ×1, recipients at [${SINK_HOST}] (no DNS): filling a spool with ${options.messages} messages, then draining it`);
-      record(await measureMtaDrain(options, sink, dns, message, 1, run, workDir, 'literal', 'none', signingSetup));
+      record(await measureMtaDrain(drainContext, options, message, { processes: 1, run, addressing: 'literal', signing: 'none' }, signingSetup));
     }
     if (relay) {
       checkInterrupted();
@@ -344,140 +304,10 @@ async function main(): Promise<void> {
   process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${renderReport(report)}\n`);
 }
 
-/** What the drains need for DKIM: a key directory per variant (only if mta-queue has --dkim-dir) and the check sink. */
-interface SigningSetup {
-  keyDirs: Map<Signing, string>;
-  keys: Record<BenchKeyType, BenchKey> | null;
-  capture: CaptureSink;
-  checkMessages: number;
-}
-
-/** Whether the mta-queue measured knows --dkim-dir (an older build given with --mta-root may not). */
-async function supportsDkimDir(): Promise<boolean> {
-  const help = await runCommand(process.execPath, [path.join(mtaRoot, 'dist/cli/mta-queue.js'), '--help'], { timeoutMs: 30_000 });
-  return help.stdout.includes('--dkim-dir');
-}
-
 /** `mta-queue ×1`, `mta-queue ×1 @[127.0.0.2]`, `mta-queue ×2 rsa-2048`; Postfix's label is given. */
 function drainLabel(drain: Pick<Drain, 'system' | 'processes' | 'addressing' | 'signing'>, postfixLabel: string): string {
   if (drain.system === 'postfix') return postfixLabel;
   return `${LABELS[drain.system]} ×${drain.processes}${drain.addressing === 'literal' ? ` @[${SINK_HOST}]` : ''}${drain.signing === 'none' ? '' : ` ${SIGNING_LABELS[drain.signing]}`}`;
-}
-
-async function freshSpool(workDir: string): Promise<{ layout: SpoolLayout; remove: () => Promise<void> }> {
-  const parent = await mkdtemp(path.join(workDir, 'spool-'));
-  const layout = spoolLayout(path.join(parent, 'spool'));
-  await ensureSpool(layout);
-  return { layout, remove: () => rm(parent, { recursive: true, force: true }) };
-}
-
-async function measureMtaDrain(
-  options: DeliveryBenchOptions,
-  sink: SinkMx,
-  dns: DnsServer,
-  message: Buffer,
-  processes: number,
-  run: number,
-  workDir: string,
-  addressing: Addressing,
-  signing: Signing,
-  setup: SigningSetup,
-): Promise<Drain> {
-  const { layout, remove } = await freshSpool(workDir);
-  const procs: MtaQueueProcess[] = [];
-  const stopAll = async () => {
-    await Promise.all(procs.map((proc) => proc.stop()));
-  };
-  cleanups.add(remove);
-  cleanups.add(stopAll);
-  const errors: string[] = [];
-  try {
-    const recipient = addressing === 'dns' ? BENCH_RECIPIENT : `${BENCH_RECIPIENT.split('@')[0]}@[${SINK_HOST}]`;
-    const fillMs = await fillIncoming(layout, options.messages, message, BENCH_SENDER, recipient);
-    // A few messages to the capturing sink, in the same spool: whether they leave signed as this row claims.
-    const keyDir = setup.keyDirs.get(signing);
-    if (keyDir) await fillIncoming(layout, setup.checkMessages, message, BENCH_SENDER, CHECK_RECIPIENT);
-    setup.capture.messages.length = 0;
-    progress(`  spool filled in ${(fillMs / 1000).toFixed(1)} s (${formatRate((options.messages / fillMs) * 1000)} msgs/s through MessageWriter)`);
-    checkInterrupted();
-    dns.queries.length = 0;
-    const baseline = sink.count;
-    const target = baseline + options.messages;
-    const cpuBefore = await readCpu(sink);
-    const started = performance.now();
-    const deadline = started + options.timeLimitMs;
-    for (let i = 0; i < processes; i++) {
-      const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfDir), '--cpu-prof-name', `mta-queue-x${processes}-run${run}-${i + 1}-${Date.now()}.cpuprofile`] : [];
-      procs.push(
-        MtaQueueProcess.start({
-          repoRoot: mtaRoot,
-          spool: layout.root,
-          dnsServer: dns.address,
-          smtpPort: sink.port,
-          concurrency: options.concurrency,
-          perDestination: options.perDestination,
-          logLevel: 'warn',
-          nodeArgs,
-          extraArgs: keyDir ? ['--dkim-dir', keyDir] : [],
-        }),
-      );
-    }
-    const firstAt = sink.waitForCount(baseline + 1, options.timeLimitMs);
-    const reached = await waitForSink(sink, target, deadline, () => procs.find((proc) => proc.exitReason)?.exitReason ?? null);
-    if (reached.error) errors.push(reached.error);
-    // Done means: every message at the sink and nothing left in the spool (no claim in active/, every data/ file removed).
-    let ended = performance.now();
-    if (reached.at !== null) {
-      const settle = performance.now() + SETTLE_MS;
-      for (;;) {
-        const counts = await spoolCounts(layout);
-        ended = performance.now();
-        if (counts.incoming + counts.deferred + counts.active + counts.data === 0) break;
-        if (ended > settle) {
-          errors.push(`spool not empty ${SETTLE_MS / 1000} s after the last delivery: ${JSON.stringify(counts)}`);
-          break;
-        }
-        await sleep(5);
-      }
-    }
-    const delivered = sink.count - baseline;
-    let systemCpu = 0;
-    for (const proc of procs) systemCpu += await proc.cpuMs();
-    const shares = await cpuShares(sink, cpuBefore, started, systemCpu, delivered);
-    const first = await Promise.race([firstAt, Promise.resolve(null)]);
-    const dnsQueries = dns.queries.length;
-    await stopAll();
-    let check: SignatureCheck | null = null;
-    if (keyDir) {
-      if (!(await setup.capture.waitFor(setup.checkMessages, 10_000))) errors.push(`only ${setup.capture.messages.length}/${setup.checkMessages} check messages reached the capturing sink`);
-      check = await checkSignatures(setup.capture.messages.slice(), SIGNING_ALGORITHMS[signing], SIGNING_DOMAIN, setup.keys ? keysFor('both', setup.keys) : []);
-      for (const problem of check.problems) errors.push(`DKIM check: ${problem}`);
-    }
-    for (const proc of procs) {
-      if (proc.problemCount > 0) errors.push(`mta-queue ${proc.pid} logged ${proc.problemCount} warn/error lines, last: ${proc.problems.at(-1)}`);
-      if (proc.exitReason && !/SIGTERM|status 0/.test(proc.exitReason)) errors.push(proc.exitReason);
-    }
-    const left = await spoolCounts(layout);
-    if (left.corrupt > 0) errors.push(`${left.corrupt} entries moved to corrupt/`);
-    return {
-      system: 'mta-queue',
-      addressing,
-      signing,
-      check,
-      processes,
-      run,
-      ...drainTiming(options.messages, delivered, fillMs, started, ended, first, reached.at),
-      ...shares,
-      dnsQueriesPerMsg: delivered > 0 ? dnsQueries / delivered : null,
-      timedOut: reached.timedOut,
-      errors,
-    };
-  } finally {
-    await stopAll();
-    cleanups.delete(stopAll);
-    await remove();
-    cleanups.delete(remove);
-  }
 }
 
 async function measurePostfixDrain(options: DeliveryBenchOptions, sink: SinkMx, relay: PostfixRelay, message: Buffer, run: number): Promise<Drain> {
@@ -547,28 +377,6 @@ async function measurePostfixDrain(options: DeliveryBenchOptions, sink: SinkMx, 
     dnsQueriesPerMsg: null,
     timedOut: reached.timedOut,
     errors,
-  };
-}
-
-/** A drain's counts and times: `started` → `ended` overall, first → last arrival (`reachedAt`) for the steady rate. */
-function drainTiming(
-  requested: number,
-  delivered: number,
-  fillMs: number,
-  started: number,
-  ended: number,
-  first: number | null,
-  reachedAt: number | null,
-): Pick<Drain, 'requested' | 'delivered' | 'fillMs' | 'elapsedMs' | 'msgsPerSec' | 'firstDeliveryMs' | 'steadyMsgsPerSec'> {
-  const elapsedMs = ended - started;
-  return {
-    requested,
-    delivered,
-    fillMs,
-    elapsedMs,
-    msgsPerSec: (delivered / elapsedMs) * 1000,
-    firstDeliveryMs: first === null ? null : first - started,
-    steadyMsgsPerSec: first !== null && reachedAt !== null && delivered > 1 ? ((delivered - 1) / (reachedAt - first)) * 1000 : null,
   };
 }
 

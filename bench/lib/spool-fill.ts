@@ -58,13 +58,23 @@ export async function writeOne(writer: MessageWriter, message: Buffer, sender: s
 /**
  * `count` messages that were tried once and are due again from `dueAt` on (spread over `spreadMs`): an envelope
  * under `deferred/<due36>-<id>.json` and a small message in data/, written straight to their names without
- * fsync (setup, not a measurement). The envelope is what QueueStore.defer leaves after a 4xx.
+ * fsync (setup, not a measurement). The envelope is what QueueStore.defer leaves after a 4xx. `recipient` may be
+ * a function of the message's index (0..count-1), for a queue with several domains and addresses.
  */
-export async function fillDeferred(layout: SpoolLayout, count: number, dueAt: number, spreadMs: number, sender: string, recipient: string, parallel = 128): Promise<number> {
+export async function fillDeferred(
+  layout: SpoolLayout,
+  count: number,
+  dueAt: number,
+  spreadMs: number,
+  sender: string,
+  recipientOf: string | ((index: number) => string),
+  parallel = 128,
+): Promise<number> {
   const started = performance.now();
   const now = Date.now();
   await inParallel(count, parallel, async (index) => {
     const id = newQueueId();
+    const recipient = typeof recipientOf === 'string' ? recipientOf : recipientOf(index);
     const due = dueAt + Math.floor((index / Math.max(1, count)) * spreadMs);
     const body = Buffer.from(
       `From: <${sender}>\r\nTo: <${recipient}>\r\nSubject: deferred ${index}\r\nMessage-ID: <${id}@bench.test>\r\n\r\nwaiting for a retry\r\n`,
