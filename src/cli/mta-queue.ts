@@ -11,7 +11,7 @@ import { addDkimCommands } from './dkim-cli.js';
 import { startDkimSigning } from './dkim-signing.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
 import { addQueueAdminCommands } from './queue-admin-cli.js';
-import { startWebUi } from './web-ui.js';
+import { prepareWebUi } from './web-ui.js';
 import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
 
 const program = new Command('mta-queue')
@@ -65,10 +65,16 @@ const program = new Command('mta-queue')
       return;
     }
     // Before the runner: a missing users file is a usage error (exit 2) with nothing started yet.
-    const web = config.web && metrics ? await startWebUi({ ...config, web: config.web }, { logger, clock: systemClock, registry: metrics, keyring: dkim.keyring }) : null;
+    const startWeb = config.web && metrics ? await prepareWebUi({ ...config, web: config.web }, { logger, clock: systemClock, registry: metrics, keyring: dkim.keyring }) : null;
     await runUntilSignalled(logger, async () => {
       await runner.start({ watch: true });
       dkim.keyring.watch();
+      const web = await startWeb?.().catch(async (error: unknown) => {
+        // Port taken, say: nothing may keep running half started.
+        dkim.keyring.close();
+        await runner.close();
+        throw error;
+      });
       return {
         close: async () => {
           await web?.server.close();

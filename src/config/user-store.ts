@@ -29,6 +29,10 @@ export class UserStore {
     return this.users.size;
   }
 
+  has(user: string): boolean {
+    return this.users.has(user);
+  }
+
   async reload(): Promise<number> {
     this.users = await loadHashed(this.filePath);
     return this.users.size;

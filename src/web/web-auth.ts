@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import type { AuthThrottle } from '../shared/auth-throttle.js';
 import type { Clock } from '../shared/clock.js';
 import type { UserStore } from '../config/user-store.js';
@@ -14,6 +14,12 @@ export const SESSION_COOKIE = 'mta_session';
 export const SESSION_IDLE_MS = 12 * 60 * 60_000;
 /** Sessions kept at most: a flood of logins cannot grow memory without end (the oldest idle one goes). */
 const MAX_SESSIONS = 10_000;
+/**
+ * How long HTTP Basic credentials that passed stay known. A script polling the API sends them with every request,
+ * and each check is one scrypt (tens of ms of CPU in the delivery daemon); Apache's mod_authn_socache does the same.
+ */
+export const BASIC_CACHE_MS = 60_000;
+const MAX_BASIC_CACHED = 1000;
 
 export interface WebSession {
   id: string;
@@ -27,6 +33,9 @@ export type LoginResult = { kind: 'ok'; user: string } | { kind: 'wrong' } | { k
 
 export class WebAuth {
   private readonly sessions = new Map<string, WebSession>();
+  /** HMAC of user and password (never the password itself) → when it stops being trusted. */
+  private readonly basicPassed = new Map<string, number>();
+  private readonly basicKey = randomBytes(32);
 
   constructor(
     private readonly users: UserStore,
@@ -51,6 +60,27 @@ export class WebAuth {
       return { kind: 'ok', user };
     }
     return attempt.failed() ? { kind: 'blocked' } : { kind: 'wrong' };
+  }
+
+  /** checkPassword for HTTP Basic, answered from memory when the same credentials passed within BASIC_CACHE_MS. */
+  async checkBasic(address: string, credentials: Credentials): Promise<LoginResult> {
+    const key = createHmac('sha256', this.basicKey).update(credentials.user).update('\0').update(credentials.password).digest('base64');
+    const now = this.clock.now();
+    const until = this.basicPassed.get(key);
+    if (until !== undefined && until > now && !this.throttle.isBlocked(address)) return { kind: 'ok', user: credentials.user };
+    this.basicPassed.delete(key);
+    const result = await this.checkPassword(address, credentials);
+    if (result.kind === 'ok') {
+      if (this.basicPassed.size >= MAX_BASIC_CACHED) this.basicPassed.clear();
+      this.basicPassed.set(key, now + BASIC_CACHE_MS);
+    }
+    return result;
+  }
+
+  /** The users file was reloaded (SIGHUP): credentials must pass again, and a removed user's sessions end. */
+  usersReloaded(): void {
+    this.basicPassed.clear();
+    for (const session of this.sessions.values()) if (!this.users.has(session.user)) this.sessions.delete(session.id);
   }
 
   startSession(user: string): WebSession {

@@ -60,6 +60,8 @@ export interface WebServer {
   /** The address actually bound (port 0 → the one chosen). */
   host: string;
   port: number;
+  /** The users file was reloaded: see WebAuth.usersReloaded. */
+  usersReloaded(): void;
   close(): Promise<void>;
 }
 
@@ -94,14 +96,14 @@ const CSP = [
 const HISTORY_SAMPLE_MS = 10_000;
 
 export async function startWebServer(options: WebOptions, deps: WebDeps): Promise<WebServer> {
-  const app = await buildWebApp(options, deps);
+  const { app, context } = await buildWebApp(options, deps);
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
-  return { host: options.host, port, close: () => app.close() };
+  return { host: options.host, port, usersReloaded: () => context.auth.usersReloaded(), close: () => app.close() };
 }
 
-export async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<FastifyInstance> {
+async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<{ app: FastifyInstance; context: WebContext }> {
   const secure = Boolean(options.tls);
   const app = Fastify({
     ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key } } : {}),
@@ -171,7 +173,7 @@ export async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<F
   registerPageRoutes(app, context);
   registerApiRoutes(app, context);
   if (deps.inbox) registerInboxRoutes(app, context, deps.inbox);
-  return app;
+  return { app, context };
 }
 
 /** JSON for the API, a short text page for a browser. */
@@ -189,7 +191,7 @@ export async function authenticate(request: FastifyRequest, context: WebContext,
   if (session) return (request.operator = { user: session.user, session });
   const basic = allowBasic ? parseBasicAuth(request.headers.authorization) : undefined;
   if (!basic) return undefined;
-  const result = await context.auth.checkPassword(request.ip, basic);
+  const result = await context.auth.checkBasic(request.ip, basic);
   if (result.kind !== 'ok') {
     context.logger.warn({ event: 'web-auth-failed', client: request.ip, user: basic.user.slice(0, 100), blocked: result.kind === 'blocked' }, 'web API authentication failed');
     return undefined;
