@@ -40,17 +40,24 @@ function parseHeader(bytes: Buffer, file: string, offset: number): { bodyLength:
   return { bodyLength: Number(match[1]), envelopeLength: Number(match[2]) };
 }
 
+interface RecordPlace {
+  bodyOffset: number;
+  bodyLength: number;
+  envelopeLength: number;
+}
+
+type ReadAt = (offset: number, length: number) => Promise<Buffer>;
+
 /**
- * Every record of a batch. Small batches keep the message bytes in memory (`source.bytes`), so delivery reads
- * the file once; a big one is read header and envelope only. Any inconsistency makes the whole file corrupt:
- * lengths that do not add up leave nothing in it to trust.
+ * Walks the records of a batch, reading the file in one call when it is small, else piecewise (headers, and
+ * whatever `visit` asks for). Lengths that do not add up make the whole file corrupt: nothing in it is then trusted.
  */
-export async function readBatch(fs: SpoolFs, file: string): Promise<BatchRecord[]> {
+async function eachRecord<T>(fs: SpoolFs, file: string, visit: (place: RecordPlace, read: ReadAt, whole: boolean) => Promise<T>): Promise<T[]> {
   const handle = await fs.open(file, 'r');
   try {
     const { size } = await handle.stat();
     const whole = size <= WHOLE_READ_LIMIT ? await handle.readFile() : undefined;
-    const read = async (offset: number, length: number): Promise<Buffer> => {
+    const read: ReadAt = async (offset, length) => {
       if (offset + length > size) throw new CorruptSpoolEntryError(`${file}: record at byte ${offset} runs past the end`);
       if (whole) return whole.subarray(offset, offset + length);
       const buffer = Buffer.alloc(length);
@@ -58,18 +65,34 @@ export async function readBatch(fs: SpoolFs, file: string): Promise<BatchRecord[
       if (bytesRead < length) throw new CorruptSpoolEntryError(`${file}: short read at byte ${offset}`);
       return buffer;
     };
-    const records: BatchRecord[] = [];
+    const results: T[] = [];
     for (let offset = 0; offset < size; ) {
       const { bodyLength, envelopeLength } = parseHeader(await read(offset, RECORD_HEADER_BYTES), file, offset);
       const bodyOffset = offset + RECORD_HEADER_BYTES;
-      const envelope = parseEnvelope((await read(bodyOffset + bodyLength, envelopeLength)).toString('utf8'), file);
-      if (envelope.size !== bodyLength) throw new CorruptSpoolEntryError(`${file}: ${envelope.id} says ${envelope.size} bytes, record has ${bodyLength}`);
-      records.push({ envelope, source: { fs, file, offset: bodyOffset, length: bodyLength, bytes: whole ? await read(bodyOffset, bodyLength) : undefined } });
+      if (bodyOffset + bodyLength + envelopeLength > size) throw new CorruptSpoolEntryError(`${file}: record at byte ${offset} runs past the end`);
+      results.push(await visit({ bodyOffset, bodyLength, envelopeLength }, read, whole !== undefined));
       offset = bodyOffset + bodyLength + envelopeLength;
     }
-    if (records.length === 0) throw new CorruptSpoolEntryError(`${file}: empty batch`);
-    return records;
+    if (results.length === 0) throw new CorruptSpoolEntryError(`${file}: empty batch`);
+    return results;
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Every record of a batch. Small batches keep the message bytes in memory (`source.bytes`), so delivery reads
+ * the file once; a big one is read header and envelope only.
+ */
+export function readBatch(fs: SpoolFs, file: string): Promise<BatchRecord[]> {
+  return eachRecord(fs, file, async ({ bodyOffset, bodyLength, envelopeLength }, read, whole) => {
+    const envelope = parseEnvelope((await read(bodyOffset + bodyLength, envelopeLength)).toString('utf8'), file);
+    if (envelope.size !== bodyLength) throw new CorruptSpoolEntryError(`${file}: ${envelope.id} says ${envelope.size} bytes, record has ${bodyLength}`);
+    return { envelope, source: { fs, file, offset: bodyOffset, length: bodyLength, bytes: whole ? await read(bodyOffset, bodyLength) : undefined } };
+  });
+}
+
+/** How many messages a batch holds, from its record headers alone: no envelope is parsed (a count wants none). */
+export async function countBatchRecords(fs: SpoolFs, file: string): Promise<number> {
+  return (await eachRecord(fs, file, async () => undefined)).length;
 }

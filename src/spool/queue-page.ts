@@ -41,8 +41,9 @@ export async function readQueuePage(queue: QueueIndex, request: QueuePageRequest
   let examined = 0;
   const needsEnvelopes = !decidedByName(filter);
   while (index < entries.length && items.length < limit && (!needsEnvelopes || examined < scanLimit)) {
-    // Read a chunk at a time: in parallel for the disk, small enough not to read far past a full page.
-    const want = needsEnvelopes ? Math.min(64, scanLimit - examined) : limit - items.length;
+    // Read a chunk at a time: in parallel for the disk, small enough not to read far past a full page (an entry
+    // may be a batch of many messages).
+    const want = Math.min(needsEnvelopes ? 64 : 16, needsEnvelopes ? scanLimit - examined : limit - items.length);
     const chunk = entries.slice(index, index + want);
     const read = await Promise.all(chunk.map((entry) => queue.read(entry)));
     for (let i = 0; i < chunk.length && items.length < limit; i++) {

@@ -128,7 +128,8 @@ describe('the queue page', () => {
       const census = await index.census(NOW);
       assert.deepEqual(census.counts, queueStats(await scanQueue(layout), NOW).counts);
       assert.equal(census.counts.incoming, 3);
-      // A group commit's batch is written once: read once, kept without its message bytes.
+      // A group commit's batch is written once: counted once, read once for pages, kept without its message bytes.
+      assert.equal((await readQueuePage(index, { filter: {}, limit: 10, scanLimit: 10 }, NOW)).items.length, 3);
       fs.batchOpens = 0;
       await index.census(NOW);
       assert.equal((await readQueuePage(index, { filter: {}, limit: 10, scanLimit: 10 }, NOW)).items.length, 3);
