@@ -4,6 +4,7 @@
  * latency of new mail). bench/README.md says how to run it and how to read the output.
  */
 import { access, mkdtemp, rm } from 'node:fs/promises';
+import { BenchRun } from './lib/bench-run.js';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -42,8 +43,9 @@ const CHECK_MX_HOST = `mx.${CHECK_DOMAIN}`;
 const POSTFIX_FILL_SESSIONS = 20;
 
 /** Anything started that must not outlive the benchmark, newest first. */
-const cleanups = new Set<() => Promise<unknown>>();
 const progress = (text: string) => process.stderr.write(`${text}\n`);
+const benchRun = new BenchRun(progress);
+const { cleanups, checkInterrupted } = benchRun;
 
 interface DrainSummary extends RateOverRuns, CostShares {
   system: System;
@@ -629,39 +631,4 @@ function renderReport(report: DeliveryReport): string {
   return lines.join('\n');
 }
 
-let cleaning: Promise<void> | undefined;
-/** Runs every cleanup once, newest first; a second caller (signal and normal end together) waits for the first. */
-function cleanUp(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const cleanup of [...cleanups].reverse()) {
-      cleanups.delete(cleanup);
-      await cleanup().catch((error: Error) => progress(`cleanup: ${error.message}`));
-    }
-  })();
-  return cleaning;
-}
-
-class Interrupted extends Error {}
-/** After Ctrl-C nothing new starts: the measurement in progress ends (its processes are being stopped) and main stops. */
-function checkInterrupted(): void {
-  if (interrupted) throw new Interrupted('interrupted');
-}
-
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    progress(`${signal}: stopping mta-queue, Postfix and the sink, removing temp files…`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (error) {
-  process.exitCode = error instanceof Interrupted ? 130 : 1;
-  if (!(error instanceof Interrupted)) progress(`bench:delivery failed: ${error instanceof DeliveryUsageError ? error.message : ((error as Error).stack ?? String(error))}`);
-} finally {
-  await cleanUp();
-}
+await benchRun.run('bench:delivery', 'mta-queue, Postfix and the sink', (error) => error instanceof DeliveryUsageError, main);

@@ -3,6 +3,7 @@
  * costs the delivery rate. bench/README.md says how to run it and how to read the output.
  */
 import { randomBytes } from 'node:crypto';
+import { BenchRun } from './lib/bench-run.js';
 import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,8 +30,9 @@ const DRAIN_RATIO_TARGET = 0.95;
 const POLL_INTERVAL_MS = 1000;
 
 /** Anything started that must not outlive the benchmark, newest first. */
-const cleanups = new Set<() => Promise<unknown>>();
 const progress = (text: string) => process.stderr.write(`${text}\n`);
+const benchRun = new BenchRun(progress);
+const { cleanups, checkInterrupted } = benchRun;
 
 /** The drains of one run: without --web; with --web and the poller; with --web and nobody polling. */
 type Variant = 'plain' | 'polled' | 'idle';
@@ -394,39 +396,4 @@ function renderReport(report: WebReport): string {
   return lines.join('\n');
 }
 
-let cleaning: Promise<void> | undefined;
-/** Runs every cleanup once, newest first; a second caller (signal and normal end together) waits for the first. */
-function cleanUp(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const cleanup of [...cleanups].reverse()) {
-      cleanups.delete(cleanup);
-      await cleanup().catch((error: Error) => progress(`cleanup: ${error.message}`));
-    }
-  })();
-  return cleaning;
-}
-
-class Interrupted extends Error {}
-/** After Ctrl-C nothing new starts: the measurement in progress ends (its processes are being stopped) and main stops. */
-function checkInterrupted(): void {
-  if (interrupted) throw new Interrupted('interrupted');
-}
-
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    progress(`${signal}: stopping mta-queue and the sink, removing temp files…`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (error) {
-  process.exitCode = error instanceof Interrupted ? 130 : 1;
-  if (!(error instanceof Interrupted)) progress(`bench:web failed: ${error instanceof WebUsageError ? error.message : ((error as Error).stack ?? String(error))}`);
-} finally {
-  await cleanUp();
-}
+await benchRun.run('bench:web', 'mta-queue and the sink', (error) => error instanceof WebUsageError, main);
