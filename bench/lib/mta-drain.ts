@@ -72,6 +72,25 @@ export interface SigningSetup {
 }
 
 /** The benchmark's shared state a drain uses: what it measures, where, and how it cleans up and reports. */
+/** One mta-queue on `spool`, pointed at the bench's DNS server and sink, as every drain and the web latency run it. */
+export function startBenchQueue(
+  context: Pick<DrainContext, 'mtaRoot' | 'dns' | 'sink'>,
+  spool: string,
+  options: { concurrency: number; perDestination: number | null },
+  more: { nodeArgs?: string[]; extraArgs: string[] },
+): MtaQueueProcess {
+  return MtaQueueProcess.start({
+    repoRoot: context.mtaRoot,
+    spool,
+    dnsServer: context.dns.address,
+    smtpPort: context.sink.port,
+    concurrency: options.concurrency,
+    perDestination: options.perDestination,
+    logLevel: 'warn',
+    ...more,
+  });
+}
+
 export interface DrainContext {
   /** The checkout whose dist/cli/mta-queue.js runs. */
   mtaRoot: string;
@@ -128,7 +147,7 @@ export async function freshSpool(workDir: string): Promise<{ layout: SpoolLayout
 }
 
 export async function measureMtaDrain(context: DrainContext, options: DrainSettings, message: Buffer, variant: DrainVariant, setup: SigningSetup): Promise<Drain> {
-  const { mtaRoot, workDir, sink, dns, cleanups, progress, checkInterrupted } = context;
+  const { workDir, sink, dns, cleanups, progress, checkInterrupted } = context;
   const { processes, run, addressing, signing, companion } = variant;
   const { layout, remove } = await freshSpool(workDir);
   const procs: MtaQueueProcess[] = [];
@@ -160,17 +179,7 @@ export async function measureMtaDrain(context: DrainContext, options: DrainSetti
     for (let i = 0; i < processes; i++) {
       const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfDir), '--cpu-prof-name', `mta-queue-x${processes}-run${run}-${i + 1}-${Date.now()}.cpuprofile`] : [];
       procs.push(
-        MtaQueueProcess.start({
-          repoRoot: mtaRoot,
-          spool: layout.root,
-          dnsServer: dns.address,
-          smtpPort: sink.port,
-          concurrency: options.concurrency,
-          perDestination: options.perDestination,
-          logLevel: 'warn',
-          nodeArgs,
-          extraArgs: [...(keyDir ? ['--dkim-dir', keyDir] : []), ...(variant.extraArgs ?? [])],
-        }),
+        startBenchQueue(context, layout.root, options, { nodeArgs, extraArgs: [...(keyDir ? ['--dkim-dir', keyDir] : []), ...(variant.extraArgs ?? [])] }),
       );
     }
     companion?.start(procs);

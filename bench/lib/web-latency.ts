@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { BENCH_SENDER } from './message.js';
-import { freshSpool, type DrainContext } from './mta-drain.js';
-import { MtaQueueProcess } from './mta-queue-process.js';
+import { freshSpool, startBenchQueue, type DrainContext } from './mta-drain.js';
+import type { MtaQueueProcess } from './mta-queue-process.js';
 import { freePort, readCpuMs, waitForPort } from './proc.js';
 import { fillDeferred } from './spool-fill.js';
 import { formatMs, percentile } from './stats.js';
@@ -101,7 +101,7 @@ interface MessagesPage {
 }
 
 export async function measureLatency(context: DrainContext, options: WebBenchOptions, credentials: WebCredentials, extraArgs: string[]): Promise<LatencyResult> {
-  const { mtaRoot, workDir, sink, dns, cleanups, progress, checkInterrupted } = context;
+  const { workDir, sink, cleanups, progress, checkInterrupted } = context;
   const result: LatencyResult = {
     queued: options.queued,
     fillMs: 0,
@@ -133,16 +133,7 @@ export async function measureLatency(context: DrainContext, options: WebBenchOpt
     checkInterrupted();
     const port = await freePort();
     const baseline = sink.count;
-    proc = MtaQueueProcess.start({
-      repoRoot: mtaRoot,
-      spool: layout.root,
-      dnsServer: dns.address,
-      smtpPort: sink.port,
-      concurrency: options.concurrency,
-      perDestination: options.perDestination,
-      logLevel: 'warn',
-      extraArgs: [...extraArgs, '--web', `127.0.0.1:${port}`, '--web-users', credentials.file],
-    });
+    proc = startBenchQueue(context, layout.root, options, { extraArgs: [...extraArgs, '--web', `127.0.0.1:${port}`, '--web-users', credentials.file] });
     const running = proc;
     await waitForPort(port, 120_000, () => running.exitReason);
     result.portAfterMs = performance.now() - running.spawnedAt;
