@@ -9,7 +9,7 @@ import { inspectMessage } from '../spool/queue-inspect.js';
 import { describeItem, FILTER_STATES } from '../spool/queue-listing.js';
 import { adminCommand, bulkJson, filterFrom, isAdminAction, queuePage } from './api-routes.js';
 import { isoTime, renderView } from './views.js';
-import { SESSION_COOKIE, SESSION_IDLE_MS } from './web-auth.js';
+import { SESSION_COOKIE } from './web-auth.js';
 import { renderPage, sessionGuard } from './page-render.js';
 import { csrfForSessions, type WebContext } from './web-server.js';
 
@@ -46,7 +46,8 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
     }
     const session = context.auth.startSession(result.user);
     context.logger.info({ event: 'web-login', client: request.ip, user: shownUser }, 'web UI login');
-    reply.setCookie(SESSION_COOKIE, session.id, { path: '/', httpOnly: true, sameSite: 'strict', secure: context.secure, maxAge: SESSION_IDLE_MS / 1000 });
+    // No Max-Age: a fixed lifetime would log out someone busy for 12 h; the server ends the session after 12 h idle.
+    reply.setCookie(SESSION_COOKIE, session.id, { path: '/', httpOnly: true, sameSite: 'strict', secure: context.secure });
     return reply.redirect(next, 303);
   });
 

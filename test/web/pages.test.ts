@@ -83,6 +83,7 @@ describe('web UI pages', () => {
     assert.equal(cookie.attributes.get('samesite')?.toLowerCase(), 'strict');
     assert.ok(!cookie.attributes.has('secure'), 'no Secure over plain HTTP (the browser would never send it back)');
     assert.equal(cookie.attributes.get('path'), '/');
+    assert.ok(!cookie.attributes.has('max-age') && !cookie.attributes.has('expires'), 'a browser-session cookie: the server ends it after 12 h idle, never after 12 h of use');
     const overview = await client.get('/');
     assert.equal(overview.status, 200);
     assert.match(overview.text, new RegExp(`<span class="user">${WEB_USER.user}</span>`));
