@@ -261,6 +261,19 @@ describe('web UI pages', () => {
     assert.match(raw.headers.get('content-security-policy')!, /sandbox/);
   });
 
+  test('an htmx request gets the live part of a self-refreshing page, and any other page whole', async () => {
+    const client = await loggedIn();
+    const live = await client.get('/', { headers: { 'hx-request': 'true' } });
+    assert.equal(live.status, 200);
+    assert.match(live.text, /^<div id="live" hx-get="\/"/);
+    assert.doesNotMatch(live.text, /<html/);
+    for (const page of ['/bulk', `/messages/${await queued('htmx whole')}/delete`]) {
+      const whole = await client.get(page, { headers: { 'hx-request': 'true' } });
+      assert.equal(whole.status, 200, `${page}: ${whole.text.slice(0, 200)}`);
+      assert.match(whole.text, /^<!doctype html>/, page);
+    }
+  });
+
   test('/messages/ID actions: confirm page, delete form, 404 for an unknown id, 400 for a malformed one', async () => {
     const client = await loggedIn();
     const id = await queued('to be deleted');
