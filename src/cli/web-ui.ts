@@ -42,7 +42,7 @@ export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, dep
     const { startWebServer } = await import('../web/web-server.js');
     const layout = spoolLayout(config.spool);
     const server = await startWebServer(
-      { host: web.address.host, port: web.address.port, tls },
+      { host: web.address.host, port: web.address.port, tls, censusThread: true },
       {
         layout,
         users,

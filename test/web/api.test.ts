@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, readdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { deferredName } from '../../src/spool/entry-names.js';
+import { ensureSpool, spoolLayout } from '../../src/spool/layout.js';
 import { findQueueItem } from '../../src/spool/queue-listing.js';
+import { envelope, recipient } from '../helpers/spool-items.js';
 import { DaemonProcess, REPO_ROOT, runCli } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import type { ReceivedMail } from '../helpers/mx-server.js';
@@ -470,6 +473,31 @@ describe('mta-queue --web configuration', () => {
     await quiet.waitForEvent('web-listening');
     assert.equal(quiet.logs.filter((line) => line.event === 'web-exposed').length, 0);
     assert.equal(quiet.logs.filter((line) => line.event === 'file-readable-by-others').length, 0, 'a 0600 users file is fine');
+  });
+
+  test('the running daemon counts on its census thread: /api/stats equals `stats --json`, and the thread never failed', async () => {
+    const spoolDir = path.join(temp.dir, 'spool-census');
+    const layout = spoolLayout(spoolDir);
+    await ensureSpool(layout);
+    await mkdir(layout.dir('held'), { recursive: true });
+    const held = envelope({ arrivedAt: Date.now() - 2 * H, recipients: [recipient('h@held.test', 'pending')] });
+    const waiting = envelope({ arrivedAt: Date.now() - H, recipients: [recipient('w@later.test', 'deferred', '451 4.7.1 later')] });
+    await writeFile(layout.messagePath(held.id), 'Subject: held\r\n\r\nx\r\n');
+    await writeFile(layout.messagePath(waiting.id), 'Subject: waiting\r\n\r\nx\r\n');
+    await writeFile(path.join(layout.dir('held'), `${held.id}.json`), JSON.stringify(held));
+    // Due in a day: the daemon leaves it where it is while we count.
+    await writeFile(path.join(layout.dir('deferred'), deferredName(waiting.id, Date.now() + 24 * H)), JSON.stringify(waiting));
+    const usersFile = await writeWebUsers(temp.dir);
+    const daemon = DaemonProcess.start('mta-queue', ['--spool', spoolDir, '--web', '127.0.0.1:0', '--web-users', usersFile, '--hostname', 'relay.test', '--dns-servers', '127.0.0.1:9']);
+    daemons.push(daemon);
+    const listening = await daemon.waitForEvent('web-listening');
+    const reply = await fetch(new URL('/api/stats', String(listening.url)), { headers: { authorization: `Basic ${Buffer.from(`${WEB_USER.user}:${WEB_USER.password}`).toString('base64')}` } });
+    assert.equal(reply.status, 200);
+    const stats = (await reply.json()) as { counts: object; total: number; oldest: { id: string }; deferredDomains: object[] };
+    const cli = await cliJson<typeof stats>(['stats', '--json', '--spool', spoolDir]);
+    assert.deepEqual(stats.counts, { incoming: 0, deferred: 1, held: 1, active: 0, failed: 0 });
+    assert.deepEqual([stats.counts, stats.total, stats.oldest.id, stats.deferredDomains], [cli.counts, cli.total, cli.oldest.id, cli.deferredDomains]);
+    assert.deepEqual(daemon.logs.filter((line) => line.event === 'web-census-thread-failed'), [], 'answered by the thread, not the fallback');
   });
 
   test('a web users file others can read logs file-readable-by-others; an empty one is exit 2', async () => {
