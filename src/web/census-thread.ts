@@ -10,40 +10,45 @@ export type CensusSource = (now: number, top?: number) => Promise<QueueStats>;
  * to `fallback` (the in-process one) and says so once.
  */
 export class CensusThread {
-  private readonly worker: Worker;
+  /** Started at the first census: a UI nobody opens costs no thread. */
+  private worker: Worker | null = null;
   private readonly waiting = new Map<number, { now: number; top: number; resolve: (stats: QueueStats) => void; reject: (error: Error) => void }>();
   private nextId = 1;
   private failed = false;
 
   constructor(
-    spool: string,
+    private readonly spool: string,
     private readonly fallback: CensusSource,
     private readonly logger: Logger,
-  ) {
-    this.worker = new Worker(new URL('./census-worker.js', import.meta.url), { workerData: { spool } });
-    this.worker.unref();
-    this.worker.on('message', (answer: { id: number; stats?: QueueStats; error?: string }) => {
-      const request = this.waiting.get(answer.id);
-      this.waiting.delete(answer.id);
-      if (answer.stats) request?.resolve(answer.stats);
-      else request?.reject(new Error(answer.error ?? 'census failed'));
-    });
-    this.worker.on('error', (error) => this.fail(error));
-    this.worker.on('exit', (code) => this.fail(new Error(`census thread exited with ${code}`)));
-  }
+  ) {}
 
   readonly census: CensusSource = (now, top = 10) => {
     if (this.failed) return this.fallback(now, top);
+    const worker = (this.worker ??= this.start());
     const id = this.nextId++;
     return new Promise<QueueStats>((resolve, reject) => {
       this.waiting.set(id, { now, top, resolve, reject });
-      this.worker.postMessage({ id, now, top });
+      worker.postMessage({ id, now, top });
     });
   };
 
   async close(): Promise<void> {
     this.failed = true;
-    await this.worker.terminate();
+    await this.worker?.terminate();
+  }
+
+  private start(): Worker {
+    const worker = new Worker(new URL('./census-worker.js', import.meta.url), { workerData: { spool: this.spool } });
+    worker.unref();
+    worker.on('message', (answer: { id: number; stats?: QueueStats; error?: string }) => {
+      const request = this.waiting.get(answer.id);
+      this.waiting.delete(answer.id);
+      if (answer.stats) request?.resolve(answer.stats);
+      else request?.reject(new Error(answer.error ?? 'census failed'));
+    });
+    worker.on('error', (error) => this.fail(error));
+    worker.on('exit', (code) => this.fail(new Error(`census thread exited with ${code}`)));
+    return worker;
   }
 
   private fail(error: Error): void {
