@@ -108,3 +108,8 @@ function envelopeProblem(value: unknown): string | undefined {
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
+
+/** A reply as `list`, `show`, filters and the web UI print it: `451 4.7.1 text`. */
+export function formatReply(reply: RecordedReply): string {
+  return [reply.code, reply.enhanced, reply.text].filter((part) => part !== null).join(' ');
+}

@@ -1,7 +1,7 @@
 import { parseDuration } from '../config/units.js';
 import { domainOf } from '../shared/addresses.js';
 import { ConfigError } from '../shared/errors.js';
-import { FINAL_STATES, type Envelope, type RecordedReply } from './envelope.js';
+import { FINAL_STATES, formatReply, type Envelope } from './envelope.js';
 import { queueIdTime } from './queue-id.js';
 import { FILTER_STATES, filterStateOf, type FilterState, type SpoolItem } from './queue-listing.js';
 
@@ -44,10 +44,6 @@ export function hasCriteria(filter: QueueFilter): boolean {
 export function decidedByName(filter: QueueFilter): boolean {
   const byName: readonly (keyof QueueFilter)[] = ['state', 'olderThan', 'arrivedAfter', 'arrivedBefore'];
   return (Object.keys(filter) as (keyof QueueFilter)[]).every((key) => filter[key] === undefined || byName.includes(key));
-}
-
-export function formatReply(reply: RecordedReply): string {
-  return [reply.code, reply.enhanced, reply.text].filter((part) => part !== null).join(' ');
 }
 
 function normalSender(sender: string): string {

@@ -4,7 +4,7 @@ import type { SpoolLayout } from './layout.js';
 import { wholeFileSource, type MessageSource } from './message-source.js';
 import { domainOf } from '../shared/addresses.js';
 import { describeItem, filterStateOf, findQueueItem, type FilterState } from './queue-listing.js';
-import { formatReply } from './queue-filter.js';
+import { formatReply } from './envelope.js';
 import { queueIdTime } from './queue-id.js';
 import type { SpoolItem } from './queue-listing.js';
 

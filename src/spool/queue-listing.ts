@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { readBatch } from './batch-file.js';
-import { FINAL_STATES, parseEnvelope, type Envelope } from './envelope.js';
+import { FINAL_STATES, formatReply, parseEnvelope, type Envelope } from './envelope.js';
 import type { SpoolLayout } from './layout.js';
 import type { SpoolFs } from './spool-fs.js';
 import type { MessageSource } from './message-source.js';
@@ -180,6 +180,6 @@ function describe(envelope: Envelope, state: QueueState): QueueEntry {
     arrivedAt: envelope.arrivedAt,
     // Only a deferred entry waits: an incoming one is due now, whatever its envelope still says (a flush keeps it).
     nextAttemptAt: state === 'deferred' ? envelope.nextAttemptAt : null,
-    lastError: last ? [last.code, last.enhanced, last.text].filter((part) => part !== null).join(' ') : null,
+    lastError: last ? formatReply(last) : null,
   };
 }
