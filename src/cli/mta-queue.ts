@@ -65,7 +65,7 @@ const program = new Command('mta-queue')
       return;
     }
     // Before the runner: a missing users file is a usage error (exit 2) with nothing started yet.
-    const startWeb = config.web && metrics ? await prepareWebUi({ ...config, web: config.web }, { logger, clock: systemClock, registry: metrics, keyring: dkim.keyring }) : null;
+    const startWeb = config.web && metrics ? await prepareWebUi({ ...config, web: config.web }, { logger, registry: metrics, keyring: dkim.keyring }) : null;
     await runUntilSignalled(logger, async () => {
       await runner.start({ watch: true });
       dkim.keyring.watch();
@@ -77,7 +77,7 @@ const program = new Command('mta-queue')
       });
       return {
         close: async () => {
-          await web?.server.close();
+          await web?.close();
           dkim.keyring.close();
           await runner.close();
         },

@@ -1,77 +1,98 @@
 import { readFile } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
+import { pino } from 'pino';
 import type { Counter, Registry } from 'prom-client';
 import type { QueueConfig, WebConfig } from '../config/queue-config.js';
 import { UserStore } from '../config/user-store.js';
 import type { DkimKeyring } from '../dkim/keyring.js';
-import { InboxStore } from '../inbox/inbox-store.js';
-import type { Clock } from '../shared/clock.js';
 import { ConfigError } from '../shared/errors.js';
 import { warnIfReadableByOthers } from '../shared/file-permissions.js';
 import type { Logger } from '../shared/logger.js';
 import { formatAddress, isLoopback } from '../shared/metrics.js';
-import { spoolLayout } from '../spool/layout.js';
-import { QueueAdmin } from '../spool/queue-admin.js';
 import type { OutcomeTotals } from '../web/outcome-history.js';
-import type { WebServer } from '../web/web-server.js';
-import { newLeaseToken, procProcessTable } from './process-table.js';
+import type { DkimDomainStatus } from '../web/web-server.js';
+import type { FromWebThread, ToWebThread, WebThreadData, WebThreadQuestion } from './web-thread.js';
 
 /**
  * `mta-queue --web`: the web UI inside the running delivery daemon, so its actions go through the process that
- * owns the claims. Reads the web users file (no file, no UI: exit 2), the optional certificate, the Prometheus
- * counters for the chart and the keyring for DKIM status.
+ * owns the claims, on a thread of its own (web-thread.ts) so that serving it takes nothing from delivery's event
+ * loop. This side checks the users file and the certificate, starts the thread, writes its log lines to the
+ * daemon's log and answers its questions (the delivery counters for the chart, the DKIM keys).
  */
 export interface WebUi {
-  server: WebServer;
+  host: string;
+  port: number;
   /** SIGHUP: the users file again; the old one stays when the new one does not parse. */
-  reload(): Promise<void>;
+  reload(): void;
+  close(): Promise<void>;
 }
+
+/** How long a closing UI thread may take to finish its requests before it is stopped. */
+const CLOSE_TIMEOUT_MS = 5000;
 
 /**
  * Reads what the UI needs from disk (users file, certificate): a usage error (exit 2) comes out here, before
- * anything runs. The returned start() serves it; fastify and the templates are loaded only then, so a daemon
- * without --web never loads them, and one with it starts delivering first.
+ * anything runs. The returned start() starts the UI thread and resolves once it listens; fastify and the templates
+ * are loaded only there, so a daemon without --web never loads them.
  */
-export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, deps: { logger: Logger; clock: Clock; registry: Registry; keyring: DkimKeyring }): Promise<() => Promise<WebUi>> {
+export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, deps: { logger: Logger; registry: Registry; keyring: DkimKeyring }): Promise<() => Promise<WebUi>> {
   const { logger, registry, keyring } = deps;
   const web = config.web;
   const users = await UserStore.load(web.usersFile);
   if (users.size === 0) throw new ConfigError(`--web-users ${web.usersFile}: no user in it (add one with: mta-server passwd USER --users ${web.usersFile})`);
   await warnIfReadableByOthers([['web-users', web.usersFile], ...(web.tls ? ([['web-tls-key', web.tls.keyFile]] as const) : [])], logger);
   const tls = web.tls ? { cert: await readTlsFile(web.tls.certFile, '--web-cert'), key: await readTlsFile(web.tls.keyFile, '--web-key') } : null;
-  return async () => {
-    const { startWebServer } = await import('../web/web-server.js');
-    const layout = spoolLayout(config.spool);
-    const server = await startWebServer(
-      { host: web.address.host, port: web.address.port, tls, censusThread: true },
-      {
-        layout,
-        users,
-        logger,
-        clock: deps.clock,
-        makeAdmin: (operator) => new QueueAdmin(layout, logger.child({ operator, via: 'web' }), procProcessTable(), newLeaseToken()),
-        deliveryTotals: () => deliveryTotals(registry),
-        dkimStatus: async () =>
-          [...keyring.activeKeys().values()].flat().map((key) => ({ domain: key.domain, selector: key.selector, type: key.type, state: key.state })),
-        ...(config.inboxDir ? { inbox: new InboxStore(config.inboxDir) } : {}),
-      },
-    ).catch((error: Error) => {
-      throw new Error(`--web ${formatAddress(web.address.host, web.address.port)}: ${error.message}`, { cause: error });
+  const answers: Record<WebThreadQuestion, () => Promise<OutcomeTotals | DkimDomainStatus[]>> = {
+    deliveryTotals: () => deliveryTotals(registry),
+    dkimStatus: async () => [...keyring.activeKeys().values()].flat().map((key) => ({ domain: key.domain, selector: key.selector, type: key.type, state: key.state })),
+  };
+  return () => {
+    const data: WebThreadData = { spool: config.spool, host: web.address.host, port: web.address.port, usersFile: web.usersFile, tls, inboxDir: config.inboxDir, logLevel: logger.level };
+    const thread = new Worker(new URL('./web-thread.js', import.meta.url), { workerData: data });
+    // The lines come formatted (and redacted) by the thread's own pino: they go to this logger's destination as
+    // they are, between whole lines of ours (stdout, --log-file or pino-pretty).
+    const destination = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym]!;
+    const post = (message: ToWebThread) => thread.postMessage(message);
+    let closing = false;
+    const exited = new Promise<number>((resolve) => thread.once('exit', resolve));
+    return new Promise<WebUi>((resolve, reject) => {
+      let listening = false;
+      thread.on('message', (message: FromWebThread) => {
+        if (message.kind === 'log') destination.write(message.line);
+        else if (message.kind === 'ask') {
+          answers[message.question]().then(
+            (value) => post({ kind: 'answer', id: message.id, value }),
+            (error: Error) => post({ kind: 'answer', id: message.id, error: error.message }),
+          );
+        } else if (message.kind === 'failed') reject(new Error(`--web ${formatAddress(web.address.host, web.address.port)}: ${message.message}`));
+        else {
+          listening = true;
+          const url = `${tls ? 'https' : 'http'}://${formatAddress(message.host, message.port)}/`;
+          logger.info({ event: 'web-listening', url, users: users.size }, `web UI on ${url}`);
+          if (!isLoopback(message.host)) logger.warn({ event: 'web-exposed', host: message.host, port: message.port }, `the web UI listens on ${message.host}, beyond loopback: put it behind TLS (--web-cert) and a firewall`);
+          resolve({
+            host: message.host,
+            port: message.port,
+            reload: () => post({ kind: 'reload' }),
+            close: async () => {
+              closing = true;
+              post({ kind: 'close' });
+              const timer = setTimeout(() => void thread.terminate(), CLOSE_TIMEOUT_MS);
+              await exited;
+              clearTimeout(timer);
+            },
+          });
+        }
+      });
+      thread.on('error', (error) => {
+        if (!listening) return reject(new Error(`--web ${formatAddress(web.address.host, web.address.port)}: ${error.message}`, { cause: error }));
+        logger.error({ event: 'web-thread-failed', err: error }, 'the web UI thread failed; delivery goes on without the UI');
+      });
+      void exited.then((code) => {
+        if (!listening) reject(new Error(`--web ${formatAddress(web.address.host, web.address.port)}: the web UI thread exited with ${code}`));
+        else if (!closing) logger.error({ event: 'web-thread-exited', code }, 'the web UI thread ended; delivery goes on without the UI');
+      });
     });
-    const url = `${tls ? 'https' : 'http'}://${formatAddress(server.host, server.port)}/`;
-    logger.info({ event: 'web-listening', url, users: users.size }, `web UI on ${url}`);
-    if (!isLoopback(server.host)) logger.warn({ event: 'web-exposed', host: server.host, port: server.port }, `the web UI listens on ${server.host}, beyond loopback: put it behind TLS (--web-cert) and a firewall`);
-    return {
-      server,
-      reload: async () => {
-        const count = await users.reload().catch((error: unknown) => {
-          logger.error({ event: 'web-users-reload-failed', err: error }, 'web users file not reloaded; the previous one stays');
-          return null;
-        });
-        if (count === null) return;
-        server.usersReloaded();
-        logger.info({ event: 'web-users-reloaded', users: count }, 'web users file reloaded');
-      },
-    };
   };
 }
 

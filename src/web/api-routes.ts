@@ -77,7 +77,7 @@ export function registerApiRoutes(app: FastifyInstance, context: WebContext): vo
   const read = { preHandler: requireAuth };
   const change = { preHandler: [requireAuth, csrfForSessions(app)] };
 
-  app.get('/api/stats', read, async () => context.census(context.clock.now()));
+  app.get('/api/stats', read, async () => context.queue.census(context.clock.now()));
 
   app.get('/api/history', read, async () => context.history.series(context.clock.now()));
 

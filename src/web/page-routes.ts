@@ -59,7 +59,7 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
 
   app.get('/', page, async (request, reply) => {
     const now = context.clock.now();
-    const stats = await context.census(now);
+    const stats = await context.queue.census(now);
     const dkim = await context.dkimStatus();
     return render(request, reply, 'overview', {
       counts: FILTER_STATES.map((state) => ({ state, count: stats.counts[state] })),

@@ -12,7 +12,6 @@ import { NoSuchMessageError } from '../spool/admin-command.js';
 import type { Logger } from '../shared/logger.js';
 import type { QueueAdmin } from '../spool/queue-admin.js';
 import { QueueIndex } from '../spool/queue-index.js';
-import { CensusThread, type CensusSource } from './census-thread.js';
 import type { SpoolLayout } from '../spool/layout.js';
 import { registerApiRoutes } from './api-routes.js';
 import type { InboxView } from '../shared/inbox-view.js';
@@ -55,8 +54,6 @@ export interface WebOptions {
   port: number;
   /** Served over HTTPS with these (PEM); the session cookie is then Secure. */
   tls?: { cert: Buffer; key: Buffer } | null;
-  /** Take the overview's census on a thread of its own (census-thread.ts), off the delivery daemon's event loop. */
-  censusThread?: boolean;
 }
 
 export interface WebServer {
@@ -71,10 +68,8 @@ export interface WebServer {
 /** What every route gets: the dependencies plus the request-independent state of the server. */
 export interface WebContext extends WebDeps {
   auth: WebAuth;
-  /** Listings and deferred envelopes kept between requests (spool/queue-index.ts). */
+  /** Listings and deferred envelopes kept between requests, and the overview's census (spool/queue-index.ts). */
   queue: QueueIndex;
-  /** The overview's and /api/stats' counts: `queue.census`, or the same on the census thread. */
-  census: CensusSource;
   history: OutcomeHistory;
   secure: boolean;
 }
@@ -121,18 +116,13 @@ async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<{ app: F
     routerOptions: { maxParamLength: 200 },
     trustProxy: false,
   });
-  const queue = new QueueIndex(deps.layout);
-  const inProcess: CensusSource = (now, top) => queue.census(now, top);
-  const thread = options.censusThread ? new CensusThread(deps.layout.root, inProcess, deps.logger) : null;
   const context: WebContext = {
     ...deps,
     auth: new WebAuth(deps.users, new AuthThrottle(DEFAULT_AUTH_THROTTLE, deps.clock), deps.clock),
-    queue,
-    census: thread?.census ?? inProcess,
+    queue: new QueueIndex(deps.layout),
     history: new OutcomeHistory(),
     secure,
   };
-  if (thread) app.addHook('onClose', () => thread.close());
   const sample = () =>
     deps.deliveryTotals().then(
       (totals) => context.history.record(totals, deps.clock.now()),

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { deferredName } from '../../src/spool/entry-names.js';
 import { ensureSpool, spoolLayout } from '../../src/spool/layout.js';
 import { findQueueItem } from '../../src/spool/queue-listing.js';
+import { newTestKey, writeTestKey } from '../helpers/dkim-keys.js';
 import { envelope, recipient } from '../helpers/spool-items.js';
 import { DaemonProcess, REPO_ROOT, runCli } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
@@ -475,8 +477,8 @@ describe('mta-queue --web configuration', () => {
     assert.equal(quiet.logs.filter((line) => line.event === 'file-readable-by-others').length, 0, 'a 0600 users file is fine');
   });
 
-  test('the running daemon counts on its census thread: /api/stats equals `stats --json`, and the thread never failed', async () => {
-    const spoolDir = path.join(temp.dir, 'spool-census');
+  test('the UI on its own thread answers from the daemon: stats as the CLI counts, DKIM keys and counters from the main thread, its log lines in the daemon log, SIGHUP and SIGTERM', async () => {
+    const spoolDir = path.join(temp.dir, 'spool-thread');
     const layout = spoolLayout(spoolDir);
     await ensureSpool(layout);
     await mkdir(layout.dir('held'), { recursive: true });
@@ -487,17 +489,57 @@ describe('mta-queue --web configuration', () => {
     await writeFile(path.join(layout.dir('held'), `${held.id}.json`), JSON.stringify(held));
     // Due in a day: the daemon leaves it where it is while we count.
     await writeFile(path.join(layout.dir('deferred'), deferredName(waiting.id, Date.now() + 24 * H)), JSON.stringify(waiting));
+    const dkimDir = path.join(temp.dir, 'dkim-thread');
+    await writeTestKey(dkimDir, await newTestKey('relay.test', 'thread2026', 'ed25519'), 'active');
     const usersFile = await writeWebUsers(temp.dir);
-    const daemon = DaemonProcess.start('mta-queue', ['--spool', spoolDir, '--web', '127.0.0.1:0', '--web-users', usersFile, '--hostname', 'relay.test', '--dns-servers', '127.0.0.1:9']);
+    const daemon = DaemonProcess.start('mta-queue', ['--spool', spoolDir, '--web', '127.0.0.1:0', '--web-users', usersFile, '--hostname', 'relay.test', '--dns-servers', '127.0.0.1:9', '--dkim-dir', dkimDir]);
     daemons.push(daemon);
     const listening = await daemon.waitForEvent('web-listening');
-    const reply = await fetch(new URL('/api/stats', String(listening.url)), { headers: { authorization: `Basic ${Buffer.from(`${WEB_USER.user}:${WEB_USER.password}`).toString('base64')}` } });
-    assert.equal(reply.status, 200);
-    const stats = (await reply.json()) as { counts: object; total: number; oldest: { id: string }; deferredDomains: object[] };
+    const client = new WebClient(String(listening.url));
+    const stats = (await client.get('/api/stats', { basic: WEB_USER })).json() as { counts: object; total: number; oldest: { id: string }; deferredDomains: object[] };
     const cli = await cliJson<typeof stats>(['stats', '--json', '--spool', spoolDir]);
     assert.deepEqual(stats.counts, { incoming: 0, deferred: 1, held: 1, active: 0, failed: 0 });
     assert.deepEqual([stats.counts, stats.total, stats.oldest.id, stats.deferredDomains], [cli.counts, cli.total, cli.oldest.id, cli.deferredDomains]);
-    assert.deepEqual(daemon.logs.filter((line) => line.event === 'web-census-thread-failed'), [], 'answered by the thread, not the fallback');
+
+    // Logged on the UI's thread, written to the daemon's log as one line of its own.
+    assert.equal((await client.get('/api/stats', { basic: { user: WEB_USER.user, password: 'wrong' } })).status, 401);
+    const refused = await daemon.waitForEvent('web-auth-failed');
+    assert.deepEqual([refused.pid, refused.user, refused.level], [daemon.pid, WEB_USER.user, 40]);
+
+    // The overview's DKIM table and the chart's counters are the main thread's, asked for over the channel.
+    assert.equal((await client.login(WEB_USER.user, WEB_USER.password)).status, 303);
+    const overview = await client.get('/');
+    assert.equal(overview.status, 200);
+    assert.match(overview.text, /<td>relay\.test<\/td><td>thread2026<\/td><td>ed25519<\/td>/);
+    const history = (await client.get('/api/history')).json() as { minutes: number[]; delivered: number[] };
+    assert.equal(history.minutes.length, 60);
+    assert.deepEqual(daemon.logs.filter((line) => line.event === 'web-history-failed' || String(line.event).startsWith('web-thread')), []);
+
+    // SIGHUP re-reads the users: admin removed, its session ends; the other account now logs in.
+    await writeFile(usersFile, (await readFile(usersFile, 'utf8')).split('\n').filter((line) => !line.startsWith(`${WEB_USER.user}:`)).join('\n'));
+    daemon.signal('SIGHUP');
+    assert.equal((await daemon.waitForEvent('web-users-reloaded')).users, 1);
+    assert.equal((await client.get('/api/stats')).status, 401, 'the removed user\'s session ended');
+    assert.equal((await client.get('/api/stats', { basic: OTHER_USER })).status, 200);
+
+    daemon.signal('SIGTERM');
+    assert.deepEqual(await daemon.exit(), { code: 0, signal: null });
+    assert.ok(daemon.logs.some((line) => line.event === 'stopped'));
+  });
+
+  test('a --web port already taken: exit 1 with one line naming it, nothing left running', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const usersFile = await writeWebUsers(temp.dir);
+      const result = await runCli('mta-queue', ['--spool', path.join(temp.dir, 'spool-taken'), '--web', `127.0.0.1:${port}`, '--web-users', usersFile, '--hostname', 'relay.test']);
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stderr, `mta-queue: --web 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`);
+      assert.ok(result.logs.some((line) => line.event === 'stopped'), 'the delivery runner was closed');
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 
   test('a web users file others can read logs file-readable-by-others; an empty one is exit 2', async () => {
