@@ -100,8 +100,8 @@ export class QueueIndex {
     if (last && last.entries === entries && last.stats.deferredDomains.length <= top) return withAges(last.stats, now);
     const items: SpoolItem[] = [];
     let batches = false;
-    for (let start = 0; start < entries.length; start += READ_CHUNK) {
-      const chunk = entries.slice(start, start + READ_CHUNK);
+    for (let start = 0; start < entries.length; start += READS_IN_FLIGHT) {
+      const chunk = entries.slice(start, start + READS_IN_FLIGHT);
       const read = await Promise.all(
         chunk.map(async (entry): Promise<SpoolItem[]> => {
           if (entry.state === 'deferred') return this.read(entry);
@@ -172,7 +172,12 @@ function reusable(taken: { takenAt: number; costMs: number }): boolean {
 function withAges(stats: QueueStats, now: number): QueueStats {
   return { ...stats, oldest: stats.oldest && { ...stats.oldest, ageMs: now - stats.oldest.arrivedAt } };
 }
-const READ_CHUNK = 64;
+/**
+ * Reads the UI keeps in flight. They go through libuv's thread pool (4 threads), which delivery's own file calls
+ * share: with 64 in flight a census of 100,000 envelopes was a tenth faster but made every other file call in the
+ * process wait 3–4× longer (p50 0.4 ms instead of 0.1 ms).
+ */
+export const READS_IN_FLIGHT = 8;
 /** A listing this long after its directory's mtime cannot have missed a change made in the same tick. */
 const TIMESTAMP_TRUST_MS = 1000;
 

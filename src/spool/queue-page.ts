@@ -1,6 +1,6 @@
 import { decidedByName, matchesFilter, type QueueFilter } from './queue-filter.js';
 import { queueIdTime } from './queue-id.js';
-import type { QueueIndex } from './queue-index.js';
+import { READS_IN_FLIGHT, type QueueIndex } from './queue-index.js';
 import type { NamedEntry, SpoolItem } from './queue-listing.js';
 
 /**
@@ -41,9 +41,9 @@ export async function readQueuePage(queue: QueueIndex, request: QueuePageRequest
   let examined = 0;
   const needsEnvelopes = !decidedByName(filter);
   while (index < entries.length && items.length < limit && (!needsEnvelopes || examined < scanLimit)) {
-    // Read a chunk at a time: in parallel for the disk, small enough not to read far past a full page (an entry
-    // may be a batch of many messages).
-    const want = Math.min(needsEnvelopes ? 64 : 16, needsEnvelopes ? scanLimit - examined : limit - items.length);
+    // Read a chunk at a time: in parallel for the disk (as many as the census), and not far past a full page (an
+    // entry may be a batch of many messages).
+    const want = Math.min(READS_IN_FLIGHT, needsEnvelopes ? scanLimit - examined : limit - items.length);
     const chunk = entries.slice(index, index + want);
     const read = await Promise.all(chunk.map((entry) => queue.read(entry)));
     for (let i = 0; i < chunk.length && items.length < limit; i++) {
