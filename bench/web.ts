@@ -60,6 +60,9 @@ interface VariantSummary {
   firstDeliveryMs: number | null;
   cpuMsPerMsg: number;
   cpuMsPerMsgRuns: number[];
+  /** mta-queue's main thread alone: the event loop that delivers (the UI has a thread of its own). */
+  eventLoopCpuMsPerMsg: number;
+  eventLoopCpuMsPerMsgRuns: number[];
   benchCpuMsPerMsg: number;
   machineBusyPercent: number;
   othersPercentOfCore: number;
@@ -258,6 +261,8 @@ function summarizeDrains(drains: WebDrain[]): VariantSummary[] {
         firstDeliveryMs: round(med((d) => d.firstDeliveryMs) ?? NaN, 1),
         cpuMsPerMsg: round(med((d) => d.cpuMsPerMsg) ?? NaN, 4),
         cpuMsPerMsgRuns: group.map((d) => round(d.cpuMsPerMsg, 4)),
+        eventLoopCpuMsPerMsg: round(med((d) => d.eventLoopCpuMsPerMsg) ?? NaN, 4),
+        eventLoopCpuMsPerMsgRuns: group.map((d) => round(d.eventLoopCpuMsPerMsg ?? NaN, 4)),
         benchCpuMsPerMsg: round(med((d) => d.benchCpuMsPerMsg) ?? NaN, 4),
         machineBusyPercent: round(med((d) => d.machineBusyPercent) ?? NaN, 1),
         othersPercentOfCore: round(Math.max(...group.map((d) => d.othersPercentOfCore)), 1),
@@ -351,15 +356,16 @@ function renderReport(report: WebReport): string {
       formatRate(s.steadyMsgsPerSec ?? NaN),
       formatMs(s.firstDeliveryMs ?? NaN),
       Number.isFinite(s.cpuMsPerMsg) ? s.cpuMsPerMsg.toFixed(3) : '—',
+      Number.isFinite(s.eventLoopCpuMsPerMsg) ? s.eventLoopCpuMsPerMsg.toFixed(3) : '—',
       Number.isFinite(s.benchCpuMsPerMsg) ? s.benchCpuMsPerMsg.toFixed(3) : '—',
       Number.isFinite(s.machineBusyPercent) ? `${Math.round(s.machineBusyPercent)}%` : '—',
       Number.isFinite(s.othersPercentOfCore) ? `${Math.round(s.othersPercentOfCore)}%` : '—',
       `${s.delivered}/${s.requested}`,
     ]);
-    lines.push(renderTable(['drain', 'msgs/s', 'runs', 'vs plain', 'steady/s', '1st ms', 'CPU ms/msg', 'bench ms/msg', 'machine busy', 'others', 'delivered'], rows));
+    lines.push(renderTable(['drain', 'msgs/s', 'runs', 'vs plain', 'steady/s', '1st ms', 'CPU ms/msg', 'loop ms/msg', 'bench ms/msg', 'machine busy', 'others', 'delivered'], rows));
     lines.push('');
     lines.push('msgs/s: delivered ÷ (spawn of mta-queue → sink has all and spool seen empty), median over runs; vs plain: over the plain drain of the same run, median over runs.');
-    lines.push('CPU: mta-queue (all threads) per message; bench: this process (DNS server, poller; the sink too if in-process).');
+    lines.push('CPU: mta-queue (all threads) per message; loop: its main thread alone, the event loop that delivers; bench: this process (DNS server, poller; the sink too if in-process).');
     const p = report.poller;
     if (p) {
       lines.push(
@@ -379,6 +385,10 @@ function renderReport(report: WebReport): string {
     if (plain && polled && Number.isFinite(plain.cpuMsPerMsg) && Number.isFinite(polled.cpuMsPerMsg)) {
       const added = polled.cpuMsPerMsg - plain.cpuMsPerMsg;
       lines.push(`polling adds ${added.toFixed(3)} ms mta-queue CPU per delivered message (${((added / plain.cpuMsPerMsg) * 100).toFixed(0)} %; medians of runs)`);
+      const loopAdded = polled.eventLoopCpuMsPerMsg - plain.eventLoopCpuMsPerMsg;
+      if (Number.isFinite(loopAdded)) {
+        lines.push(`  of which on the delivery event loop: ${loopAdded.toFixed(3)} ms (${((loopAdded / plain.eventLoopCpuMsPerMsg) * 100).toFixed(0)} %; runs, plain / polled: ${plain.eventLoopCpuMsPerMsgRuns.map((v, i) => `${v.toFixed(3)} / ${polled.eventLoopCpuMsPerMsgRuns[i]?.toFixed(3) ?? '—'}`).join(', ')})`);
+      }
     }
     const t = report.target;
     if (t) {

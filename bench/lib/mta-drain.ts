@@ -52,6 +52,8 @@ export interface Drain {
   steadyMsgsPerSec: number | null;
   /** CPU of the system under test (all mta-queue processes / Postfix master and all its daemons). */
   cpuMsPerMsg: number;
+  /** mta-queue only: CPU of the processes' main threads, the event loops that deliver; null for Postfix. */
+  eventLoopCpuMsPerMsg: number | null;
   /** CPU of this process (DNS server, and the sink when it is the in-process one). */
   benchCpuMsPerMsg: number;
   sinkCpuMsPerMsg: number;
@@ -204,7 +206,11 @@ export async function measureMtaDrain(context: DrainContext, options: DrainSetti
     if (companion) errors.push(...(await companion.stop()));
     const delivered = sink.count - baseline;
     let systemCpu = 0;
-    for (const proc of procs) systemCpu += await proc.cpuMs();
+    let eventLoopCpu = 0;
+    for (const proc of procs) {
+      systemCpu += await proc.cpuMs();
+      eventLoopCpu += await proc.eventLoopCpuMs();
+    }
     const shares = await cpuShares(sink, cpuBefore, started, systemCpu, delivered);
     const first = await Promise.race([firstAt, Promise.resolve(null)]);
     const dnsQueries = dns.queries.length;
@@ -230,6 +236,7 @@ export async function measureMtaDrain(context: DrainContext, options: DrainSetti
       run,
       ...drainTiming(options.messages, delivered, fillMs, started, ended, first, reached.at),
       ...shares,
+      eventLoopCpuMsPerMsg: delivered > 0 ? eventLoopCpu / delivered : NaN,
       dnsQueriesPerMsg: delivered > 0 ? dnsQueries / delivered : null,
       timedOut: reached.timedOut,
       errors,

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readCpuMs, readMemory, type MemoryReading } from './proc.js';
+import { readCpuMs, readMainThreadCpuMs, readMemory, type MemoryReading } from './proc.js';
 
 export interface MtaQueueOptions {
   repoRoot: string;
@@ -107,6 +107,11 @@ export class MtaQueueProcess {
   /** User + system CPU so far, all threads (the event loop and libuv's pool that runs the fs calls). */
   async cpuMs(): Promise<number> {
     return (await readCpuMs(this.pid)) ?? NaN;
+  }
+
+  /** User + system CPU so far of the main thread: the event loop that delivers (the web UI has a thread of its own). */
+  async eventLoopCpuMs(): Promise<number> {
+    return (await readMainThreadCpuMs(this.pid)) ?? NaN;
   }
 
   memory(): Promise<MemoryReading | null> {

@@ -30,8 +30,17 @@ export async function readMemory(pid: number): Promise<MemoryReading | null> {
  * that reached max_use: their time would otherwise vanish from any count).
  */
 export async function readCpuMs(pid: number | 'self', withExitedChildren = false): Promise<number | null> {
+  return statCpuMs(`/proc/${pid}/stat`, withExitedChildren);
+}
+
+/** The same for a process's main thread alone (its task whose id is the pid): a node process's event loop. */
+export function readMainThreadCpuMs(pid: number): Promise<number | null> {
+  return statCpuMs(`/proc/${pid}/task/${pid}/stat`, false);
+}
+
+async function statCpuMs(file: string, withExitedChildren: boolean): Promise<number | null> {
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const stat = await readFile(file, 'utf8');
     // The command name may hold spaces and parentheses: fields are counted after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const ticks = Number(fields[11]) + Number(fields[12]) + (withExitedChildren ? Number(fields[13]) + Number(fields[14]) : 0);

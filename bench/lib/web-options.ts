@@ -36,7 +36,7 @@ export const WEB_USAGE = `Usage: npm run bench:web -- [options]
   --queued N            latency: deferred messages in the queue the web UI lists [100000]
   --requests N          latency: measured requests per row, one client, sequential [200]
   --messages N          drain: messages each drain delivers [20000]
-  --runs N              drain: pairs of drains (plain, polled; order alternated); medians reported [3]
+  --runs N              drain: pairs of drains (plain, polled; order alternated); medians reported [5]
   --scenarios LIST      any of ${WEB_SCENARIOS.join(',')} [${DEFAULT_SCENARIOS.join(',')}]
                           latency     one mta-queue --web with --queued deferred messages: p50/p95/max of
                                       the queue page and API (first page, deep cursor, filters, search)
@@ -64,7 +64,7 @@ export function parseWebOptions(argv: string[]): WebBenchOptions | 'help' {
     messages: integer(values.messages ?? '20000', '--messages', 1, 1_000_000),
     queued: integer(values.queued ?? '100000', '--queued', 1, 2_000_000),
     requests: integer(values.requests ?? '200', '--requests', 1, 10_000),
-    runs: integer(values.runs ?? '3', '--runs', 1, 20),
+    runs: integer(values.runs ?? '5', '--runs', 1, 20),
     scenarios: scenarioSet(values.scenarios ?? DEFAULT_SCENARIOS.join(','), WEB_SCENARIOS),
     concurrency,
     perDestination: concurrency,

@@ -11,13 +11,13 @@ import type { Logger } from '../shared/logger.js';
 import { formatAddress, isLoopback } from '../shared/metrics.js';
 import type { OutcomeTotals } from '../web/outcome-history.js';
 import type { DkimDomainStatus } from '../web/web-server.js';
-import type { FromWebThread, ToWebThread, WebThreadData, WebThreadQuestion } from './web-thread.js';
+import type { FromWebThread, ToWebThread, WebThreadData, WebThreadQuestion } from './web-thread-server.js';
 
 /**
  * `mta-queue --web`: the web UI inside the running delivery daemon, so its actions go through the process that
- * owns the claims, on a thread of its own (web-thread.ts) so that serving it takes nothing from delivery's event
- * loop. This side checks the users file and the certificate, starts the thread, writes its log lines to the
- * daemon's log and answers its questions (the delivery counters for the chart, the DKIM keys).
+ * owns the claims, on a thread of its own (web-thread-server.ts) so that serving it takes nothing from the
+ * delivery event loop. This side checks the users file and the certificate, starts the thread, writes its log
+ * lines to the daemon's log and answers its questions (the delivery counters for the chart, the DKIM keys).
  */
 export interface WebUi {
   host: string;
