@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startDnsServer } from '../test/helpers/dns-server.js';
+import { hashPassword } from '../src/shared/password-hash.js';
 import { describeEnvironment, type Environment } from './lib/environment.js';
 import { CHECK_DOMAIN } from './lib/end-to-end.js';
 import { BENCH_RECIPIENT, buildMessage } from './lib/message.js';
@@ -122,9 +123,9 @@ async function main(): Promise<void> {
   cleanups.add(() => rm(workDir, { recursive: true, force: true }));
   const notes: string[] = [];
 
-  // The web UI's one user: plain password (the users file allows it), 0600.
+  // The web UI's one user, hashed as `mta-server passwd` writes it, 0600.
   const credentials: WebCredentials = { file: path.join(workDir, 'web-users.txt'), user: 'bench', password: randomBytes(12).toString('hex') };
-  await writeFile(credentials.file, `${credentials.user}:${credentials.password}\n`, { mode: 0o600 });
+  await writeFile(credentials.file, `${credentials.user}:${await hashPassword(credentials.password)}\n`, { mode: 0o600 });
 
   const sinkKind = options.sink === 'auto' ? ((await hasSmtpSink()) ? 'smtp-sink' : 'node') : options.sink;
   if (sinkKind === 'smtp-sink' && !(await hasSmtpSink())) throw new WebUsageError('--sink smtp-sink: /usr/sbin/smtp-sink not found (Debian package postfix)');
@@ -300,7 +301,7 @@ function renderReport(report: WebReport): string {
   const lines = [
     `mta-queue web UI benchmark — ${env.date}, commit ${env.commit}`,
     `${env.cpus} × ${env.cpuModel}, ${env.memoryGb} GiB, ${env.kernel}, Node ${env.node}, fdatasync ≈ ${env.fdatasyncMs} ms, load ${env.loadAverage.join(' ')}`,
-    `mta-queue: ${env.mtaQueue} --web 127.0.0.1:PORT --web-users FILE (one user, plain password); sink: ${env.sink}`,
+    `mta-queue: ${env.mtaQueue} --web 127.0.0.1:PORT --web-users FILE (one user, scrypt-hashed); sink: ${env.sink}`,
   ];
   const l = report.latency;
   if (l) {

@@ -3,7 +3,7 @@ import { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
 import type { Counter, Registry } from 'prom-client';
 import type { QueueConfig, WebConfig } from '../config/queue-config.js';
-import { UserStore } from '../config/user-store.js';
+import { loadUsersFile } from '../config/users-file.js';
 import type { DkimKeyring } from '../dkim/keyring.js';
 import { ConfigError } from '../shared/errors.js';
 import { warnIfReadableByOthers } from '../shared/file-permissions.js';
@@ -38,7 +38,8 @@ const CLOSE_TIMEOUT_MS = 5000;
 export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, deps: { logger: Logger; registry: Registry; keyring: DkimKeyring }): Promise<() => Promise<WebUi>> {
   const { logger, registry, keyring } = deps;
   const web = config.web;
-  const users = await UserStore.load(web.usersFile);
+  // Parsed only: the UI thread hashes any plain password, off the delivery thread.
+  const users = await loadUsersFile(web.usersFile);
   if (users.size === 0) throw new ConfigError(`--web-users ${web.usersFile}: no user in it (add one with: mta-server passwd USER --users ${web.usersFile})`);
   await warnIfReadableByOthers([['web-users', web.usersFile], ...(web.tls ? ([['web-tls-key', web.tls.keyFile]] as const) : [])], logger);
   const tls = web.tls ? { cert: await readTlsFile(web.tls.certFile, '--web-cert'), key: await readTlsFile(web.tls.keyFile, '--web-key') } : null;
