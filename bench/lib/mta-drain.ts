@@ -179,7 +179,8 @@ export async function measureMtaDrain(context: DrainContext, options: DrainSetti
     const started = performance.now();
     const deadline = started + options.timeLimitMs;
     for (let i = 0; i < processes; i++) {
-      const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfDir), '--cpu-prof-name', `mta-queue-x${processes}-run${run}-${i + 1}-${Date.now()}.cpuprofile`] : [];
+      // A directory per process, node's own names in it: one profile per thread (the web UI's thread writes one too).
+      const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(options.cpuProfDir, `mta-queue-x${processes}-run${run}-${i + 1}-${Date.now()}`)] : [];
       procs.push(
         startBenchQueue(context, layout.root, options, { nodeArgs, extraArgs: [...(keyDir ? ['--dkim-dir', keyDir] : []), ...(variant.extraArgs ?? [])] }),
       );

@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { UserStore } from '../config/user-store.js';
 import { systemClock } from '../shared/clock.js';
-import { createLogger, type Logger } from '../shared/logger.js';
+import { createLogger } from '../shared/logger.js';
 import { spoolLayout } from '../spool/layout.js';
 import { QueueAdmin } from '../spool/queue-admin.js';
 import type { OutcomeTotals } from '../web/outcome-history.js';
@@ -78,14 +78,14 @@ async function start(): Promise<{ server: WebServer; users: UserStore }> {
   return { server, users };
 }
 
-async function reload(users: UserStore, server: WebServer, log: Logger): Promise<void> {
+async function reload(users: UserStore, server: WebServer): Promise<void> {
   const count = await users.reload().catch((error: unknown) => {
-    log.error({ event: 'web-users-reload-failed', err: error }, 'web users file not reloaded; the previous one stays');
+    logger.error({ event: 'web-users-reload-failed', err: error }, 'web users file not reloaded; the previous one stays');
     return null;
   });
   if (count === null) return;
   server.usersReloaded();
-  log.info({ event: 'web-users-reloaded', users: count }, 'web users file reloaded');
+  logger.info({ event: 'web-users-reloaded', users: count }, 'web users file reloaded');
 }
 
 const started = start();
@@ -96,7 +96,7 @@ port.on('message', (message: ToWebThread) => {
     if (message.error !== undefined) question?.reject(new Error(message.error));
     else question?.resolve(message.value as never);
   } else if (message.kind === 'reload') {
-    void started.then(({ server, users }) => reload(users, server, logger));
+    void started.then(({ server, users }) => reload(users, server));
   } else {
     // Once the server is closed nothing is left on this thread's loop, and the thread ends.
     void started.then(({ server }) => server.close()).finally(() => port.unref());

@@ -54,7 +54,9 @@ export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, dep
     // they are, between whole lines of ours (stdout, --log-file or pino-pretty).
     const destination = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym]!;
     const post = (message: ToWebThread) => thread.postMessage(message);
-    let closing = false;
+    const flag = `--web ${formatAddress(web.address.host, web.address.port)}`;
+    // After a failure or a close, the thread's end says nothing new.
+    let ended = false;
     const exited = new Promise<number>((resolve) => thread.once('exit', resolve));
     return new Promise<WebUi>((resolve, reject) => {
       let listening = false;
@@ -65,7 +67,7 @@ export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, dep
             (value) => post({ kind: 'answer', id: message.id, value }),
             (error: Error) => post({ kind: 'answer', id: message.id, error: error.message }),
           );
-        } else if (message.kind === 'failed') reject(new Error(`--web ${formatAddress(web.address.host, web.address.port)}: ${message.message}`));
+        } else if (message.kind === 'failed') reject(new Error(`${flag}: ${message.message}`));
         else {
           listening = true;
           const url = `${tls ? 'https' : 'http'}://${formatAddress(message.host, message.port)}/`;
@@ -76,7 +78,7 @@ export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, dep
             port: message.port,
             reload: () => post({ kind: 'reload' }),
             close: async () => {
-              closing = true;
+              ended = true;
               post({ kind: 'close' });
               const timer = setTimeout(() => void thread.terminate(), CLOSE_TIMEOUT_MS);
               await exited;
@@ -86,12 +88,13 @@ export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, dep
         }
       });
       thread.on('error', (error) => {
-        if (!listening) return reject(new Error(`--web ${formatAddress(web.address.host, web.address.port)}: ${error.message}`, { cause: error }));
+        if (!listening) return reject(new Error(`${flag}: ${error.message}`, { cause: error }));
+        ended = true;
         logger.error({ event: 'web-thread-failed', err: error }, 'the web UI thread failed; delivery goes on without the UI');
       });
       void exited.then((code) => {
-        if (!listening) reject(new Error(`--web ${formatAddress(web.address.host, web.address.port)}: the web UI thread exited with ${code}`));
-        else if (!closing) logger.error({ event: 'web-thread-exited', code }, 'the web UI thread ended; delivery goes on without the UI');
+        if (!listening) reject(new Error(`${flag}: the web UI thread exited with ${code}`));
+        else if (!ended) logger.error({ event: 'web-thread-exited', code }, 'the web UI thread ended; delivery goes on without the UI');
       });
     });
   };
