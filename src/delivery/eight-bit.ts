@@ -1,6 +1,8 @@
 import { isAscii, isUtf8 } from 'node:buffer';
+import type { Readable } from 'node:stream';
 import type { RecordedReply } from '../spool/envelope.js';
 import { capabilityRefusal } from './classify.js';
+import type { SevenBitForm } from './transport.js';
 
 /**
  * What goes to an MX that does not offer 8BITMIME (RFC 6152 §3 forbids sending it 8-bit data).
@@ -9,7 +11,8 @@ import { capabilityRefusal } from './classify.js';
  * unless the message carries a DKIM-Signature: re-encoding changes the body, so the signature made upstream would
  * fail at the destination and take DMARC with it. A clear 5.6.3 bounce is worth more to the sender than mail that
  * arrives looking forged. A message with no 8-bit byte at all goes as it is, whatever its labels say, so a
- * signature over 7-bit content never stops it.
+ * signature over 7-bit content never stops it. Our own signature is no obstacle: signing-transport.ts signs the
+ * converted original for such an MX.
  */
 export type SevenBitPlan = { kind: 'as-is' } | { kind: 'converted'; body: Buffer } | { kind: 'refused'; reply: RecordedReply };
 
@@ -19,6 +22,21 @@ export function sevenBitPlan(message: Buffer): SevenBitPlan {
   const { header } = splitEntity(text);
   if (fieldNames(header).has('dkim-signature')) return { kind: 'refused', reply: capabilityRefusal('8bitmime') };
   return { kind: 'converted', body: Buffer.from(downgradeEntity(text, 'text/plain', 0, true), 'latin1') };
+}
+
+/** sevenBitPlan as the transport sends it: the message's own bytes or the converted ones, or the refusal. */
+export function sevenBitForm(message: Buffer): SevenBitForm {
+  const plan = sevenBitPlan(message);
+  if (plan.kind === 'refused') return { refusal: { verdict: 'permanent', reply: plan.reply } };
+  return { body: plan.kind === 'converted' ? plan.body : message };
+}
+
+/** A message body read whole: the rare 7-bit conversion needs all of it. */
+export async function readWhole(body: Buffer | Readable): Promise<Buffer> {
+  if (Buffer.isBuffer(body)) return body;
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 const CRLF = '\r\n';

@@ -7,7 +7,7 @@ import { capabilityRefusal, classifySmtpReply } from './classify.js';
 import { DeliveryFailure, deliveryFailureFrom } from './delivery-failure.js';
 import { CachingResolver } from './dns-cache.js';
 import { mayTryAnotherAddress, MX_LIMITS, type MxLimits, type MxWalk } from './mx-order.js';
-import { sevenBitPlan } from './eight-bit.js';
+import { readWhole, sevenBitForm } from './eight-bit.js';
 import { RemoteSession, type SessionTarget, type TransactionResult } from './remote-session.js';
 import { resolveMxTargets, resolveRelayTargets, type DnsResolver } from './resolve-mx.js';
 import { POSTFIX_DEADLINES, type SmtpDeadlines } from './smtp-deadlines.js';
@@ -128,8 +128,7 @@ export class MxTransport implements Transport {
     if ('refusal' in result) {
       // Refused by us before MAIL: the session is as clean as it was.
       this.putIdle(session);
-      const outcome: RecipientOutcome = { verdict: 'permanent', reply: result.refusal };
-      return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: target.host, ip: target.ip, tls: session.tls };
+      return { outcomes: new Map(recipients.map((address) => [address, result.refusal])), mx: target.host, ip: target.ip, tls: session.tls };
     }
     const outcomes = new Map<string, RecipientOutcome>();
     const delivered = result.delivered;
@@ -148,25 +147,24 @@ export class MxTransport implements Transport {
    * message needs what the MX does not offer (classify.ts CAPABILITY_REFUSALS): SMTPUTF8, a SIZE large enough,
    * 8BITMIME for a message that cannot be converted (eight-bit.ts).
    */
-  private async sendOn(session: RemoteSession, recipients: string[], message: OutgoingMessage): Promise<TransactionResult | { refusal: RecordedReply }> {
-    if (message.needsSmtpUtf8 && !session.supportsSmtpUtf8) return { refusal: capabilityRefusal('smtputf8') };
+  private async sendOn(session: RemoteSession, recipients: string[], message: OutgoingMessage): Promise<TransactionResult | { refusal: RecipientOutcome }> {
+    const refused = (reply: RecordedReply) => ({ refusal: { verdict: 'permanent' as const, reply } });
+    if (message.needsSmtpUtf8 && !session.supportsSmtpUtf8) return refused(capabilityRefusal('smtputf8'));
     const max = session.maxMessageSize;
-    const tooLarge = (size: number) => ({ refusal: capabilityRefusal('size', `${size} bytes, the MX takes at most ${max}`) });
+    const tooLarge = (size: number) => refused(capabilityRefusal('size', `${size} bytes, the MX takes at most ${max}`));
     // Checked before the body is read: converting to 7 bits only makes a message larger.
     if (max !== null && message.size !== undefined && message.size > max) return tooLarge(message.size);
-    let body = message.body();
-    let size = message.size ?? (Buffer.isBuffer(body) ? body.length : undefined);
     const eightBitMime = message.eightBit === true && session.offers('8BITMIME');
+    const send = (body: Buffer | Readable, size: number | undefined) => session.send({ from: message.sender, to: recipients, smtpUtf8: message.needsSmtpUtf8, eightBitMime, size, dsn: message.dsn }, body);
     if (message.eightBit && !eightBitMime) {
       // Rare (every large provider offers 8BITMIME), so the whole message is read into memory for it.
-      const whole = Buffer.isBuffer(body) ? body : await readWhole(body);
-      const plan = sevenBitPlan(whole);
-      if (plan.kind === 'refused') return { refusal: plan.reply };
-      body = plan.kind === 'converted' ? plan.body : whole;
-      size = body.length;
-      if (max !== null && size > max) return tooLarge(size);
+      const form = message.sevenBitForm ? await message.sevenBitForm() : sevenBitForm(await readWhole(message.body()));
+      if ('refusal' in form) return form;
+      if (max !== null && form.body.length > max) return tooLarge(form.body.length);
+      return send(form.body, form.body.length);
     }
-    return session.send({ from: message.sender, to: recipients, smtpUtf8: message.needsSmtpUtf8, eightBitMime, size, dsn: message.dsn }, body);
+    const body = message.body();
+    return send(body, message.size ?? (Buffer.isBuffer(body) ? body.length : undefined));
   }
 
   private async connect(target: SessionTarget): Promise<RemoteSession> {
@@ -252,12 +250,6 @@ export class MxTransport implements Transport {
       entry.session.close();
     }
   }
-}
-
-async function readWhole(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }
 
 export { replyFromText } from './remote-session.js';

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from '../shared/logger.js';
-import type { DomainAttempt, OutgoingMessage, Transport, TransportFactory } from './transport.js';
+import { readWhole, sevenBitForm } from './eight-bit.js';
+import type { DomainAttempt, OutgoingMessage, RecipientOutcome, SevenBitForm, Transport, TransportFactory } from './transport.js';
 
 /**
  * What signs a message on its way out (dkim/signer.ts in production). Delivery knows it only through this
@@ -9,9 +10,10 @@ import type { DomainAttempt, OutgoingMessage, Transport, TransportFactory } from
 export interface MessageSigner {
   /**
    * Header fields to put in front of the message, each ending in CRLF (DKIM-Signature lines), or null to send it
-   * as it is. May read `message.body()` (a fresh body each call); never changes a byte of it.
+   * as it is. May read `message.body()` (a fresh body each call); never changes a byte of it. `converted`: the
+   * 7-bit form of a message signed at this attempt already (counted once).
    */
-  signatures(message: OutgoingMessage): Promise<Buffer | null>;
+  signatures(message: OutgoingMessage, form?: 'as-spooled' | 'converted'): Promise<Buffer | null>;
 }
 
 /**
@@ -44,9 +46,8 @@ export class SigningTransport implements Transport {
     try {
       outgoing = await signing;
     } catch (error) {
-      this.logger.error({ event: 'dkim-sign-failed', queueId: message.queueId, domain, err: error }, 'DKIM signing failed; the message waits for its next attempt');
-      const reply = { ...SIGNING_FAILED, text: `local error: DKIM signing failed: ${(error as Error).message}` };
-      return { outcomes: new Map(recipients.map((address) => [address, { verdict: 'transient', reply }])), mx: null, ip: null, tls: null };
+      const outcome = this.signingFailed(message, error, domain);
+      return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: null, ip: null, tls: null };
     }
     return this.inner.deliver(domain, recipients, outgoing);
   }
@@ -58,7 +59,39 @@ export class SigningTransport implements Transport {
   private async sign(message: OutgoingMessage): Promise<OutgoingMessage> {
     const head = await this.signer.signatures(message);
     if (!head || head.length === 0) return message;
-    return { ...message, body: prepended(head, message.body), ...(message.size !== undefined && { size: message.size + head.length }) };
+    let sevenBit: Promise<SevenBitForm> | undefined;
+    return {
+      ...message,
+      body: prepended(head, message.body),
+      ...(message.size !== undefined && { size: message.size + head.length }),
+      ...(message.eightBit && { sevenBitForm: () => (sevenBit ??= this.signSevenBit(message, head)) }),
+    };
+  }
+
+  /**
+   * For an MX that does not offer 8BITMIME: converting the signed message would break our signature, so the
+   * original is converted (eight-bit.ts, which still refuses one the client signed itself) and the result signed
+   * anew. Once per message and attempt, like the signature itself.
+   */
+  private async signSevenBit(message: OutgoingMessage, head: Buffer): Promise<SevenBitForm> {
+    const original = await readWhole(message.body());
+    const form = sevenBitForm(original);
+    if ('refusal' in form) return form;
+    // Nothing 8-bit in it after all: it goes as it is, under the signature it has.
+    if (form.body === original) return { body: Buffer.concat([head, original]) };
+    const converted = form.body;
+    try {
+      // The kept body hash is the 8-bit body's: this one is hashed afresh, and not kept.
+      const convertedHead = await this.signer.signatures({ ...message, body: () => converted, size: converted.length, eightBit: false, bodyHash: {} }, 'converted');
+      return { body: convertedHead ? Buffer.concat([convertedHead, converted]) : converted };
+    } catch (error) {
+      return { refusal: this.signingFailed(message, error) };
+    }
+  }
+
+  private signingFailed(message: OutgoingMessage, error: unknown, domain?: string): RecipientOutcome {
+    this.logger.error({ event: 'dkim-sign-failed', queueId: message.queueId, domain, err: error }, 'DKIM signing failed; the message waits for its next attempt');
+    return { verdict: 'transient', reply: { ...SIGNING_FAILED, text: `local error: DKIM signing failed: ${(error as Error).message}` } };
   }
 }
 

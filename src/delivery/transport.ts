@@ -43,7 +43,16 @@ export interface OutgoingMessage {
    * of hashing the body again at a retry, or fills it in at the first attempt (the spooled bytes never change).
    */
   bodyHash?: { relaxedSha256?: string };
+  /**
+   * Set by what changed the message on its way out (signing): the message for an MX that does not offer 8BITMIME,
+   * made from the original so that what was added holds for the bytes sent (a DKIM signature over the converted
+   * body, not one the conversion would break). Absent: the body is converted as it is (eight-bit.ts).
+   */
+  sevenBitForm?(): Promise<SevenBitForm>;
 }
+
+/** What goes to an MX without 8BITMIME: these bytes, or, sending nothing, this outcome for every recipient. */
+export type SevenBitForm = { body: Buffer } | { refusal: RecipientOutcome };
 
 export interface OutgoingDsn {
   ret: 'FULL' | 'HDRS' | null;

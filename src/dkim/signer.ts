@@ -21,6 +21,9 @@ export interface SignableMessage {
   bodyHash?: { relaxedSha256?: string };
 }
 
+/** `converted`: the 7-bit form of a message already signed at this attempt, so not counted again. */
+export type SignedForm = 'as-spooled' | 'converted';
+
 /** Where the current active keys are (keyring.ts); read at each message, so a reload takes effect at once. */
 export interface ActiveKeys<K extends ChoosableKey & SigningKey> {
   activeKeys(): ReadonlyMap<string, K[]>;
@@ -42,8 +45,9 @@ const END_OF_HEADER = Buffer.from('\r\n\r\n');
 export class DkimSigner<K extends ChoosableKey & SigningKey> {
   constructor(private readonly options: DkimSignerOptions<K>) {}
 
-  async signatures(message: SignableMessage): Promise<Buffer | null> {
-    const { logger, metrics } = this.options;
+  async signatures(message: SignableMessage, form: SignedForm = 'as-spooled'): Promise<Buffer | null> {
+    const { logger } = this.options;
+    const metrics = form === 'converted' ? null : this.options.metrics;
     const body = message.body();
     const chunks = Buffer.isBuffer(body) ? [body][Symbol.iterator]() : (body[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
     try {
@@ -51,14 +55,14 @@ export class DkimSigner<K extends ChoosableKey & SigningKey> {
       const fromDomain = head ? singleFromDomain(head.fields.filter((field) => field.name === 'from').map((field) => field.raw.slice(field.raw.indexOf(':') + 1))) : null;
       const choice = head ? chooseSigningKeys(fromDomain, this.options.keys.activeKeys(), this.options.defaultDomain) : ({ signed: false, reason: 'header-too-large' } as const);
       if (!choice.signed) {
-        metrics.unsigned.inc();
+        metrics?.unsigned.inc();
         logger.debug({ event: 'dkim-unsigned', queueId: message.queueId, reason: choice.reason, fromDomain }, 'sent without a DKIM signature');
         return null;
       }
       const bodyHash = message.bodyHash?.relaxedSha256 ?? (await hashBody(head!.rest, chunks));
       if (message.bodyHash) message.bodyHash.relaxedSha256 = bodyHash;
       const signed = signatureFields(head!.fields, bodyHash, choice.keys, this.options.clock.now());
-      metrics.signed.inc();
+      metrics?.signed.inc();
       logger.debug({ event: 'dkim-signed', queueId: message.queueId, domain: choice.domain, alignment: choice.alignment, selectors: choice.keys.map((key) => `${key.selector}/${key.type}`) }, 'DKIM-signed');
       return signed;
     } finally {

@@ -58,12 +58,17 @@ describe('DKIM signing at delivery (verified by dkimpy)', () => {
 
   before(async () => {
     f = await startDeliveryFixture(
-      [{ name: 'mx.ok.test', rcpt: [{ code: 451, message: 'Try later', recipients: ['rotate@ok.test'], times: 1 }, { code: 451, message: 'Try later', recipients: ['rehash@ok.test'], times: 1 }, { code: 550, message: 'No such user', recipients: ['nobody@ok.test'] }] }],
+      [
+        { name: 'mx.ok.test', rcpt: [{ code: 451, message: 'Try later', recipients: ['rotate@ok.test'], times: 1 }, { code: 451, message: 'Try later', recipients: ['rehash@ok.test'], times: 1 }, { code: 550, message: 'No such user', recipients: ['nobody@ok.test'] }] },
+        { name: 'mx.seven.test', eightBitMime: false },
+      ],
       (hosts) => ({
         'ok.test': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
         'other.test': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
         'sender.example': { mx: [{ preference: 10, exchange: 'mx.ok.test' }] },
         'mx.ok.test': { a: [hosts[0]!] },
+        'seven.test': { mx: [{ preference: 10, exchange: 'mx.seven.test' }] },
+        'mx.seven.test': { a: [hosts[1]!] },
       }),
     );
     keys = {
@@ -209,6 +214,37 @@ describe('DKIM signing at delivery (verified by dkimpy)', () => {
     const [mail] = received('rotation');
     assert.ok(mail, 'delivered at the retry');
     assert.deepEqual((await verifyWithDkimpy(mail.raw, all())).map((r) => [r.s, r.ok]), [['new', true]]);
+    await s.cleanup();
+  });
+
+  test('to an MX without 8BITMIME: the converted message is what we sign, so our signature verifies where it arrives', async (t) => {
+    if (!(await toolAvailable(t, TOOLS.dkimpy))) return;
+    const s = await signing([keys.rsa!]);
+    const text = [
+      'From: "Shop News" <news@rsa.example>',
+      'To: reader@seven.test',
+      'Subject: soldes',
+      'Message-ID: <seven@rsa.example>',
+      'MIME-Version: 1.0',
+      'Content-Type: text/plain; charset=utf-8',
+      'Content-Transfer-Encoding: 8bit',
+      'X-Seq: sig-seven',
+      '',
+      'Voilà nos soldes : 30 € de remise.',
+      '',
+    ].join('\n');
+    await f.enqueue('news@rsa.example', ['reader@seven.test'], text);
+    await s.runOnce();
+    const [mail] = f.mx.mxes[1]!.messages.filter((m) => m.raw.includes('X-Seq: sig-seven\r\n'));
+    assert.ok(mail, 'delivered, not bounced 5.6.3');
+    assert.equal(mail.mailParams.BODY, undefined, 'no BODY=8BITMIME to an MX that did not offer it');
+    assert.ok(mail.raw.every((byte) => byte < 0x80), 'nothing 8-bit on the wire');
+    const raw = mail.raw.toString('latin1');
+    assert.match(raw, /^Content-Transfer-Encoding: quoted-printable\r$/m);
+    assert.match(raw, /Voil=C3=A0 nos soldes : 30 =E2=82=AC de remise\./);
+    const results = await verifyWithDkimpy(mail.raw, all());
+    assert.deepEqual(results.map((r) => [r.d, r.s, r.ok]), [['rsa.example', 'r2026', true]], 'one signature, ours, over what was sent');
+    assert.equal(await s.count('signed'), 1);
     await s.cleanup();
   });
 
