@@ -67,7 +67,8 @@ async function ensureAccount(file: string, user: string, template: string): Prom
   if (await exists(file)) return { user, password: null };
   // Not copyFile: that gives the copy the example's 0644, and the file is about to hold a password.
   await writeFile(file, template, { mode: 0o600, flag: 'wx' });
-  const password = randomBytes(12).toString('base64url');
+  // Hex: nothing a shell or an option parser reads (base64url may begin with '-', and swaks takes that for an option).
+  const password = randomBytes(12).toString('hex');
   await setUserSecret(file, user, await hashPassword(password));
   return { user, password };
 }

@@ -63,6 +63,8 @@ test('npm start: the printed swaks line reaches the local inbox, shown at /inbox
   const webLogin = /web UI: (http:\/\/127\.0\.0\.1:\d+\/)\s+log in as "([^"]+)" with password: (\S+)/.exec(printed);
   assert.ok(webLogin, `no web login printed:\n${printed}`);
   const [, webUrl, webUser, webPassword] = webLogin;
+  // Printed to be pasted: 96 random bits in hex, never a leading '-' that swaks would take for an option.
+  for (const password of [webPassword!, /--auth-password '([^']*)'/.exec(swaksLine)?.[1] ?? '']) assert.match(password, /^[0-9a-f]{24}$/);
   assert.equal(webUrl, `http://127.0.0.1:${webPort}/`);
   assert.match(printed, new RegExp(`local test inbox \\(127\\.0\\.0\\.1:${inboxPort}\\)`));
   // Both password files hold secrets: readable by their owner only.
