@@ -1,5 +1,6 @@
 import { isAscii, isUtf8 } from 'node:buffer';
 import type { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import type { RecordedReply } from '../spool/envelope.js';
 import { capabilityRefusal } from './classify.js';
 import type { SevenBitForm } from './transport.js';
@@ -32,11 +33,8 @@ export function sevenBitForm(message: Buffer): SevenBitForm {
 }
 
 /** A message body read whole: the rare 7-bit conversion needs all of it. */
-export async function readWhole(body: Buffer | Readable): Promise<Buffer> {
-  if (Buffer.isBuffer(body)) return body;
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+export function readWhole(body: Buffer | Readable): Promise<Buffer> {
+  return Buffer.isBuffer(body) ? Promise.resolve(body) : buffer(body);
 }
 
 const CRLF = '\r\n';
