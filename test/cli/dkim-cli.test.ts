@@ -1,28 +1,12 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
-import { execFile } from 'node:child_process';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
-import { REPO_ROOT } from '../helpers/daemon-process.js';
+import { runMtaQueue, type MtaQueueResult } from '../helpers/daemon-process.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { run, toolAvailable, TOOLS, transcript } from '../helpers/external-clients.js';
 import { tempDir } from '../helpers/temp.js';
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The built `mta-queue`, as an operator runs it. */
-function mtaQueue(args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(REPO_ROOT, 'dist/cli/mta-queue.js'), ...args], { cwd: REPO_ROOT, encoding: 'utf8' }, (error, stdout, stderr) => {
-      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 /** The character-strings of a zone-file line `NAME. IN TXT ( "…" "…" )`, parsed here, not by our code. */
 function zoneLine(line: string): { name: string; strings: string[] } {
@@ -67,7 +51,7 @@ describe('mta-queue dkim', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   const common = () => ['--dkim-dir', dir, '--dns-servers', dns.address];
-  const dkim = (...args: string[]) => mtaQueue(['dkim', ...args, ...common()]);
+  const dkim = (...args: string[]) => runMtaQueue(['dkim', ...args, ...common()]);
   const keygen = async (domain: string, selector: string, extra: string[] = []) => {
     const result = await dkim('keygen', domain, '--selector', selector, ...extra);
     assert.equal(result.code, 0, result.stderr);
@@ -81,7 +65,7 @@ describe('mta-queue dkim', () => {
     return Object.fromEntries((JSON.parse(result.stdout) as { domain: string; selector: string; state: string }[]).map((key) => [`${key.domain}/${key.selector}`, key.state]));
   };
   /** A refusal: exit 1 and exactly one line on stderr. */
-  const refused = (result: CliResult, why: RegExp) => {
+  const refused = (result: MtaQueueResult, why: RegExp) => {
     assert.equal(result.code, 1, `${result.stdout}${result.stderr}`);
     assert.equal(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
     assert.match(result.stderr, why);
@@ -226,11 +210,11 @@ describe('mta-queue dkim', () => {
   });
 
   test('dkim without a subcommand: the list of subcommands, exit 2 (bad usage); --help exits 0', async () => {
-    const bare = await mtaQueue(['dkim']);
+    const bare = await runMtaQueue(['dkim']);
     assert.equal(bare.code, 2);
     assert.match(bare.stderr, /keygen \[options\] <domain>/);
-    assert.equal((await mtaQueue(['dkim', '--help'])).code, 0);
-    assert.equal((await mtaQueue(['dkim', 'keygen', '--help'])).code, 0);
+    assert.equal((await runMtaQueue(['dkim', '--help'])).code, 0);
+    assert.equal((await runMtaQueue(['dkim', 'keygen', '--help'])).code, 0);
   });
 
   const usage: [string, string[], RegExp][] = [
@@ -246,7 +230,7 @@ describe('mta-queue dkim', () => {
   ];
   for (const [name, args, message] of usage) {
     test(`bad usage, exit 2 and one line: ${name}`, async () => {
-      const result = await mtaQueue(['dkim', ...args, '--dkim-dir', dir]);
+      const result = await runMtaQueue(['dkim', ...args, '--dkim-dir', dir]);
       assert.equal(result.code, 2, result.stdout + result.stderr);
       assert.equal(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
       assert.match(result.stderr, /^mta-queue: /);

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, beforeEach, afterEach, describe, test } from 'node:test';
 import { newQueueId } from '../../src/spool/queue-id.js';
-import { DaemonProcess, REPO_ROOT, type DaemonLogLine } from '../helpers/daemon-process.js';
+import { DaemonProcess, runMtaQueue } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import type { ReceivedMail } from '../helpers/mx-server.js';
+import { eventually } from '../helpers/queue-harness.js';
 import { readSpooled } from '../helpers/spool-reader.js';
 
 /** The MXes, in order, at 127.0.0.2 … on one port. */
@@ -16,47 +16,8 @@ const OSC52 = '\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07';
 const CLEAR = '\x1b[2J';
 const H = 3_600_000;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  /** stdout as bytes, for `cat`. */
-  bytes: Buffer;
-  /** The JSON log lines on stderr, one per changed message. */
-  logs: DaemonLogLine[];
-  /** stderr lines that are not JSON (errors). */
-  errors: string[];
-}
-
-/** Runs the built `mta-queue` as an operator would, to completion. */
-function mtaQueue(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(REPO_ROOT, 'dist/cli/mta-queue.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024, encoding: 'buffer' }, (error, bytes, stderrBytes) => {
-      const stderr = stderrBytes.toString('utf8');
-      const lines = stderr.split('\n').filter(Boolean);
-      resolve({
-        code: error ? Number((error as { code?: number }).code ?? 1) : 0,
-        stdout: bytes.toString('utf8'),
-        bytes,
-        stderr,
-        logs: lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as DaemonLogLine),
-        errors: lines.filter((line) => !line.startsWith('{')),
-      });
-    });
-  });
-}
-
 const seqOf = (message: ReceivedMail) => /^X-Seq: (\S+)/m.exec(message.raw.toString())?.[1];
 
-async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not seen within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('mta-queue queue administration', () => {
   let f: DeliveryFixture;
@@ -79,10 +40,10 @@ describe('mta-queue queue administration', () => {
     return names.sort();
   };
   const where = async (id: string) => (await snapshot()).filter((name) => name.includes(id) && !name.startsWith('data/')).map((name) => name.split('/')[0]);
-  const settled = (id: string, place: string) => waitFor(async () => ((await where(id)).join() === place ? true : undefined), 10_000, `${id} in ${place}`);
+  const settled = (id: string, place: string) => eventually(async () => (await where(id)).join() === place, `${id} in ${place}`);
   const hasData = async (id: string) => (await readdir(f.layout.dir('data'))).includes(`${id}.eml`);
   const listJson = async (args: string[] = []) => {
-    const result = await mtaQueue(['list', '--json', ...spool(), ...args]);
+    const result = await runMtaQueue(['list', '--json', ...spool(), ...args]);
     assert.equal(result.code, 0, result.stderr);
     return JSON.parse(result.stdout) as { id: string; state: string; pending: string[] }[];
   };
@@ -127,7 +88,7 @@ describe('mta-queue queue administration', () => {
     const corrupt = newQueueId(Date.now() - 5 * H);
     await writeFile(path.join(f.layout.dir('corrupt'), `${corrupt}.json`), '{ not json');
 
-    const hold = await mtaQueue(['hold', held, ...spool()]);
+    const hold = await runMtaQueue(['hold', held, ...spool()]);
     assert.equal(hold.code, 0, hold.stderr);
     assert.equal(hold.stdout, `held ${held} (was incoming)\n`);
     assert.deepEqual(hold.logs.map(({ event, queueId, from }) => ({ event, queueId, from })), [{ event: 'held', queueId: held, from: 'incoming' }]);
@@ -144,31 +105,31 @@ describe('mta-queue queue administration', () => {
     assert.deepEqual(await ids(['--older-than', '2h']), [old, corrupt].sort());
     assert.deepEqual(await ids(['--reply', 'TRY LATER']), [deferred]);
     assert.deepEqual(await ids(['--sender', 'OLD@shop.example']), [old]);
-    const table = await mtaQueue(['list', ...spool()]);
+    const table = await runMtaQueue(['list', ...spool()]);
     assert.match(table.stdout, /^ID\tSTATE\tSENDER\tPENDING\tATTEMPTS\tNEXT\tLAST ERROR\n/);
     assert.match(table.stdout, new RegExp(`${deferred}\\tdeferred\\tapp@shop\\.example\\tx@later\\.test\\t1\\t\\S+Z\\t451 4\\.3\\.0 Try later`));
     assert.match(table.stdout, new RegExp(`${held}\\theld\\tapp@shop\\.example\\tc@grey\\.test\\t0\\t-\\t-`));
     assert.match(table.stdout, /\n6 message\(s\)\n$/);
 
-    const show = await mtaQueue(['show', deferred, ...spool()]);
+    const show = await runMtaQueue(['show', deferred, ...spool()]);
     assert.equal(show.code, 0, show.stderr);
     assert.match(show.stdout, new RegExp(`^id +${deferred}\\nstate +deferred, next attempt \\S+Z\\nfile +deferred/[0-9a-z]{9}-${deferred}\\.json\\n`));
     assert.match(show.stdout, /\n {2}x@later\.test\tdeferred\tattempts 1\tlast \S+Z\t451 4\.3\.0 Try later \(later\.test\)\n/);
     assert.match(show.stdout, /\nheaders\n {2}From: app@shop\.example\n {2}Subject: show-deferred\n {2}X-Seq: show-deferred\n$/);
     assert.doesNotMatch(show.stdout, /BODY-MARKER|bbbb/, 'the header block only');
-    const json = JSON.parse((await mtaQueue(['show', '--json', held, ...spool()])).stdout) as { state: string; file: string; envelope: { recipients: { address: string; state: string }[] }; headers: string };
+    const json = JSON.parse((await runMtaQueue(['show', '--json', held, ...spool()])).stdout) as { state: string; file: string; envelope: { recipients: { address: string; state: string }[] }; headers: string };
     assert.deepEqual({ state: json.state, file: json.file, recipients: json.envelope.recipients.map((r) => `${r.address}:${r.state}`) }, { state: 'held', file: `held/${held}.json`, recipients: ['c@grey.test:pending'] });
     assert.equal(json.headers, 'From: app@shop.example\r\nSubject: show-held\r\nX-Seq: show-held');
-    const showCorrupt = await mtaQueue(['show', corrupt, ...spool()]);
+    const showCorrupt = await runMtaQueue(['show', corrupt, ...spool()]);
     assert.match(showCorrupt.stdout, /state +corrupt\n[^]*envelope +unreadable[^]*headers +message file missing/);
 
-    const stats = JSON.parse((await mtaQueue(['stats', '--json', ...spool()])).stdout) as { counts: object; total: number; oldest: { id: string; ageMs: number }; deferredDomains: object[] };
+    const stats = JSON.parse((await runMtaQueue(['stats', '--json', ...spool()])).stdout) as { counts: object; total: number; oldest: { id: string; ageMs: number }; deferredDomains: object[] };
     assert.deepEqual(stats.counts, { incoming: 2, deferred: 1, held: 1, active: 1, failed: 1 });
     assert.equal(stats.total, 6);
     assert.equal(stats.oldest.id, old);
     assert.ok(stats.oldest.ageMs >= 3 * H && stats.oldest.ageMs < 3 * H + 60_000, String(stats.oldest.ageMs));
     assert.deepEqual(stats.deferredDomains, [{ domain: 'later.test', recipients: 1, messages: 1, lastReply: '451 4.3.0 Try later' }]);
-    const text = await mtaQueue(['stats', ...spool()]);
+    const text = await runMtaQueue(['stats', ...spool()]);
     assert.match(text.stdout, new RegExp(`^incoming +2\\ndeferred +1\\nheld +1\\nactive +1\\nfailed +1\\ntotal +6\\noldest +${old} \\(incoming\\), arrived \\S+Z, 3h ago\\ndeferred recipients by domain \\(top 10\\):\\n {2}later\\.test\\t1 recipient\\(s\\) in 1 message\\(s\\)\\tlast reply: 451 4\\.3\\.0 Try later\\n$`));
   });
 
@@ -188,14 +149,14 @@ describe('mta-queue queue administration', () => {
     const reply = `451 4.3.0 Try later${OSC52}${CLEAR}`;
     const unsafe = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/;
 
-    const list = await mtaQueue(['list', ...spool()]);
+    const list = await runMtaQueue(['list', ...spool()]);
     assert.equal(list.code, 0, list.stderr);
     const row = list.stdout.split('\n').find((line) => line.startsWith(id))!;
     assert.doesNotMatch(row, unsafe, 'no raw control character in the row');
     assert.ok(row.endsWith('\t451 4.3.0 Try later\\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\\x07\\x1b[2J'), JSON.stringify(row));
     assert.doesNotMatch(list.stdout.replace(/[\t\n]/g, ''), unsafe);
 
-    const show = await mtaQueue(['show', id, ...spool()]);
+    const show = await runMtaQueue(['show', id, ...spool()]);
     assert.equal(show.code, 0, show.stderr);
     assert.doesNotMatch(show.stdout.replace(/[\t\n]/g, ''), unsafe, 'no raw ESC, BEL, C1 or CR anywhere');
     assert.ok(show.stdout.includes('\n  Subject: \\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\\x07pay now\\x1b[2J\n'), show.stdout);
@@ -204,7 +165,7 @@ describe('mta-queue queue administration', () => {
 
     const [entry] = (await listJson()).filter((item) => item.id === id) as unknown as { lastError: string }[];
     assert.equal(entry!.lastError, reply, 'list --json: the exact reply');
-    const json = JSON.parse((await mtaQueue(['show', '--json', id, ...spool()])).stdout) as { headers: string; envelope: { recipients: { lastReply: { text: string } }[] } };
+    const json = JSON.parse((await runMtaQueue(['show', '--json', id, ...spool()])).stdout) as { headers: string; envelope: { recipients: { lastReply: { text: string } }[] } };
     assert.equal(json.headers, `From: app@shop.example\r\nSubject: ${subject}\r\n\tfolded \u009b31m\rover\r\nX-Seq: escapes`, 'show --json: the exact header block');
     assert.equal(json.envelope.recipients[0]!.lastReply.text, `Try later${OSC52}${CLEAR}`);
   });
@@ -216,11 +177,11 @@ describe('mta-queue queue administration', () => {
       { sender: 'app@shop.example', recipients: ['b@ok.test'], message: inBatch },
     ]);
     assert.deepEqual(await readdir(f.layout.dir('incoming')), [`${first}.batch`], 'both inside the first one\'s batch file');
-    const fromBatch = await mtaQueue(['cat', second!, ...spool()]);
+    const fromBatch = await runMtaQueue(['cat', second!, ...spool()]);
     assert.equal(fromBatch.code, 0, fromBatch.stderr);
     assert.equal(fromBatch.stderr, '');
     assert.ok(fromBatch.bytes.equals(Buffer.from(inBatch.replace(/\n/g, '\r\n'))), `exactly the second record:\n${JSON.stringify(fromBatch.stdout)}`);
-    assert.ok((await mtaQueue(['cat', first!, ...spool()])).bytes.equals(Buffer.from('Subject: first\r\n\r\none\r\n')));
+    assert.ok((await runMtaQueue(['cat', first!, ...spool()])).bytes.equals(Buffer.from('Subject: first\r\n\r\none\r\n')));
 
     // Deferred once: the message has an entry of its own and its bytes are in data/<id>.eml.
     const own = `From: app@shop.example\nSubject: own entry\nX-Seq: cat-own\n\n${'line of the body\n'.repeat(20_000)}`;
@@ -228,10 +189,10 @@ describe('mta-queue queue administration', () => {
     await f.runOnce();
     assert.deepEqual(await where(id), ['deferred']);
     assert.equal(await hasData(id), true);
-    const fromData = await mtaQueue(['cat', id, '--spool', f.layout.root]);
+    const fromData = await runMtaQueue(['cat', id, '--spool', f.layout.root]);
     assert.equal(fromData.code, 0, fromData.stderr);
     assert.ok(fromData.bytes.equals(Buffer.from(own.replace(/\n/g, '\r\n'))), `exactly data/${id}.eml (${fromData.bytes.length} bytes)`);
-    const viaEnv = await mtaQueue(['cat', id], { MTA_SPOOL: f.layout.root });
+    const viaEnv = await runMtaQueue(['cat', id], { MTA_SPOOL: f.layout.root });
     assert.ok(viaEnv.bytes.equals(fromData.bytes), 'MTA_SPOOL works too');
   });
 
@@ -268,7 +229,7 @@ describe('mta-queue queue administration', () => {
       [['flush', active], 1, /not flushed: being delivered right now/],
     ] as const;
     // None of them changes anything, so they may run side by side.
-    const results = await Promise.all(cases.map(([args]) => mtaQueue([...args, ...spool()])));
+    const results = await Promise.all(cases.map(([args]) => runMtaQueue([...args, ...spool()])));
     for (const [index, [args, code, pattern]] of cases.entries()) {
       const result = results[index]!;
       assert.equal(result.code, code, `${args.join(' ')}: ${result.stderr}`);
@@ -277,20 +238,20 @@ describe('mta-queue queue administration', () => {
       assert.deepEqual(result.logs, [], args.join(' '));
       assert.match(result.errors[0]!, pattern, args.join(' '));
     }
-    const missing = await mtaQueue(['list', '--spool', path.join(f.layout.root, 'nowhere')]);
+    const missing = await runMtaQueue(['list', '--spool', path.join(f.layout.root, 'nowhere')]);
     assert.deepEqual([missing.code, missing.errors.length], [2, 1], missing.stderr);
     assert.match(missing.stderr, /is not a spool/);
     assert.deepEqual(await snapshot(), before, 'nothing touched');
 
-    const noop = await mtaQueue(['flush', queued, ...spool()]);
+    const noop = await runMtaQueue(['flush', queued, ...spool()]);
     assert.deepEqual([noop.code, noop.stdout, noop.logs.length], [0, `${queued}: already due, nothing to do\n`, 0]);
-    const viaEnv = await mtaQueue(['delete', '--all', '--dry-run'], { MTA_SPOOL: f.layout.root });
+    const viaEnv = await runMtaQueue(['delete', '--all', '--dry-run'], { MTA_SPOOL: f.layout.root });
     assert.equal(viaEnv.code, 0, viaEnv.stderr);
     assert.equal(viaEnv.stdout, `would delete ${queued} (incoming)\nwould skip ${active}: being delivered right now (claimed by mta-queue pid ${process.pid})\ndry run: 1 message(s) would be deleted, 1 skipped; nothing changed\n`);
-    const listed = await mtaQueue(['list', '--json'], { MTA_SPOOL: f.layout.root });
+    const listed = await runMtaQueue(['list', '--json'], { MTA_SPOOL: f.layout.root });
     assert.deepEqual((JSON.parse(listed.stdout) as { id: string }[]).map((entry) => entry.id).sort(), [queued, active].sort());
     // A selection flag never comes from the environment: MTA_ALL or MTA_DOMAIN must not widen a delete.
-    const fromEnv = await mtaQueue(['delete', ...spool()], { MTA_ALL: '1', MTA_DOMAIN: 'ok.test' });
+    const fromEnv = await runMtaQueue(['delete', ...spool()], { MTA_ALL: '1', MTA_DOMAIN: 'ok.test' });
     assert.equal(fromEnv.code, 2, fromEnv.stderr);
     assert.deepEqual(await snapshot(), before, 'still nothing touched');
   });
@@ -306,7 +267,7 @@ describe('mta-queue queue administration', () => {
     await writeFile(path.join(f.layout.dir('corrupt'), `${corrupt}.eml`), 'Subject: x\r\n\r\n');
 
     const before = await snapshot();
-    const dry = await mtaQueue(['delete', '--sender', 'spam@bad.example', '--dry-run', ...spool()]);
+    const dry = await runMtaQueue(['delete', '--sender', 'spam@bad.example', '--dry-run', ...spool()]);
     assert.equal(dry.code, 0, dry.stderr);
     const lines = dry.stdout.trimEnd().split('\n');
     assert.deepEqual(lines.slice(0, -1).sort(), spam.map((id) => `would delete ${id} (incoming)`).sort());
@@ -314,7 +275,7 @@ describe('mta-queue queue administration', () => {
     assert.deepEqual(dry.logs, []);
     assert.deepEqual(await snapshot(), before, 'a dry run touches nothing');
 
-    const deleted = await mtaQueue(['delete', '--sender', 'spam@bad.example', ...spool()]);
+    const deleted = await runMtaQueue(['delete', '--sender', 'spam@bad.example', ...spool()]);
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.equal(deleted.stdout, 'deleted 2 message(s)\n');
     assert.deepEqual(deleted.logs.map((line) => `${line.event} ${line.queueId} ${line.sender} ${String(line.recipients)}`).sort(), [`deleted ${spam[0]} spam@bad.example a@ok.test`, `deleted ${spam[1]} Spam@Bad.example b@later.test`].sort());
@@ -326,11 +287,11 @@ describe('mta-queue queue administration', () => {
     assert.deepEqual(await where(keep), ['incoming']);
     assert.deepEqual(await readdir(f.layout.dir('tmp')), [], 'nothing left in tmp/');
 
-    const held = await mtaQueue(['hold', '--older-than', '1h', ...spool()]);
+    const held = await runMtaQueue(['hold', '--older-than', '1h', ...spool()]);
     assert.equal(held.stdout, 'held 1 message(s)\n');
     assert.deepEqual(await where(old), ['held']);
     assert.deepEqual(await where(keep), ['incoming']);
-    const again = await mtaQueue(['hold', '--older-than', '1h', ...spool()]);
+    const again = await runMtaQueue(['hold', '--older-than', '1h', ...spool()]);
     assert.equal(again.stdout, 'held 0 message(s)\n', 'held messages are not selected again');
 
     await f.runOnce(); // delivers keep to the ok.test MX, leaves the held one alone
@@ -338,11 +299,11 @@ describe('mta-queue queue administration', () => {
     assert.equal(received('ok', 'bulk-old'), 0, 'held: not delivered');
     assert.deepEqual(await where(old), ['held']);
 
-    const failed = await mtaQueue(['delete', '--state', 'failed', ...spool()]);
+    const failed = await runMtaQueue(['delete', '--state', 'failed', ...spool()]);
     assert.equal(failed.stdout, 'deleted 1 message(s)\n');
     assert.deepEqual(await readdir(f.layout.dir('corrupt')), [], 'entry and its set-aside message file');
 
-    const released = await mtaQueue(['release', '--all', ...spool()]);
+    const released = await runMtaQueue(['release', '--all', ...spool()]);
     assert.equal(released.stdout, 'released 1 message(s)\n');
     assert.deepEqual(released.logs.map(({ event, queueId, from }) => ({ event, queueId, from })), [{ event: 'released', queueId: old, from: 'held' }]);
     assert.deepEqual(await where(old), ['incoming']);
@@ -352,8 +313,8 @@ describe('mta-queue queue administration', () => {
     // --reply selects by what the remote said last.
     const grey = await f.enqueue('app@shop.example', ['e@later.test'], message('bulk-reply'));
     await f.runOnce();
-    assert.equal((await mtaQueue(['hold', '--reply', 'greylisted', ...spool()])).stdout, 'held 0 message(s)\n');
-    assert.equal((await mtaQueue(['hold', '--reply', '451 4.3.0 try', ...spool()])).stdout, 'held 1 message(s)\n');
+    assert.equal((await runMtaQueue(['hold', '--reply', 'greylisted', ...spool()])).stdout, 'held 0 message(s)\n');
+    assert.equal((await runMtaQueue(['hold', '--reply', '451 4.3.0 try', ...spool()])).stdout, 'held 1 message(s)\n');
     assert.deepEqual(await where(grey), ['held']);
   });
 
@@ -365,17 +326,17 @@ describe('mta-queue queue administration', () => {
     for (const id of [g1, g2, h1]) await settled(id, 'deferred'); // the log line comes just before the rename
     assert.equal(mx('grey').messages.length, 0, 'greylisted at the first attempt');
 
-    const hold = await mtaQueue(['hold', h1, ...spool()]);
+    const hold = await runMtaQueue(['hold', h1, ...spool()]);
     assert.equal(hold.stdout, `held ${h1} (was deferred)\n`, hold.stderr);
 
-    const flushOne = await mtaQueue(['flush', g1, ...spool()]);
+    const flushOne = await runMtaQueue(['flush', g1, ...spool()]);
     assert.equal(flushOne.stdout, `flushed ${g1} (was deferred)\n`, flushOne.stderr);
     assert.deepEqual(flushOne.logs.map(({ event, queueId, from }) => ({ event, queueId, from })), [{ event: 'flushed', queueId: g1, from: 'deferred' }]);
     await daemon.waitForLog((line) => line.event === 'completed' && line.queueId === g1, 10_000);
     assert.equal(received('grey', 'run-g1'), 1);
     assert.equal(received('grey', 'run-g2'), 0, 'the other one still waits for its hour');
 
-    const flushRest = await mtaQueue(['flush', '--domain', 'grey.test', ...spool()]);
+    const flushRest = await runMtaQueue(['flush', '--domain', 'grey.test', ...spool()]);
     assert.equal(flushRest.stdout, 'flushed 1 message(s)\n', 'g2 only: the held one is not flushed');
     await daemon.waitForLog((line) => line.event === 'completed' && line.queueId === g2, 10_000);
     assert.equal(received('grey', 'run-g2'), 1);
@@ -384,9 +345,9 @@ describe('mta-queue queue administration', () => {
     await new Promise((resolve) => setTimeout(resolve, 2500));
     assert.equal(received('grey', 'run-h1'), 0, 'held: not delivered');
     assert.deepEqual(await where(h1), ['held']);
-    assert.equal((await mtaQueue(['flush', h1, ...spool()])).errors[0], `mta-queue: ${h1}: not flushed: held: release it first`);
+    assert.equal((await runMtaQueue(['flush', h1, ...spool()])).errors[0], `mta-queue: ${h1}: not flushed: held: release it first`);
 
-    const release = await mtaQueue(['release', h1, ...spool()]);
+    const release = await runMtaQueue(['release', h1, ...spool()]);
     assert.equal(release.stdout, `released ${h1} (was held)\n`, release.stderr);
     await daemon.waitForLog((line) => line.event === 'completed' && line.queueId === h1, 10_000);
     assert.equal(received('grey', 'run-h1'), 1);
@@ -402,8 +363,8 @@ describe('mta-queue queue administration', () => {
     const [flushed, held] = [await f.enqueue('app@shop.example', ['stale@grey.test'], message('stale')), await f.enqueue('app@shop.example', ['kept@grey.test'], message('kept'))];
     for (const id of [flushed, held]) await settled(id, 'deferred');
     const deferredAt = Date.now();
-    const hold = await mtaQueue(['hold', held, ...spool()]);
-    const flush = await mtaQueue(['flush', flushed, ...spool()]);
+    const hold = await runMtaQueue(['hold', held, ...spool()]);
+    const flush = await runMtaQueue(['flush', flushed, ...spool()]);
     assert.equal(hold.stdout + flush.stdout, `held ${held} (was deferred)\nflushed ${flushed} (was deferred)\n`, `before the retry was due: ${hold.stderr}${flush.stderr}`);
     await daemon.waitForLog((line) => line.event === 'completed' && line.queueId === flushed, 10_000);
     assert.ok(Date.now() - deferredAt < 5000, 'delivered by the flush, not by the retry');
@@ -424,22 +385,22 @@ describe('mta-queue queue administration', () => {
     await daemon.waitForEvent('started');
     const sessions = mx('silent').sessions;
     const stuck = await f.enqueue('app@shop.example', ['stuck@silent.test'], message('del-stuck'));
-    await waitFor(() => (mx('silent').sessions > sessions ? true : undefined), 10_000, 'connection to the silent MX');
+    await eventually(() => mx('silent').sessions > sessions, 'connection to the silent MX');
     assert.deepEqual(await where(stuck), ['active'], 'claimed while the MX says nothing');
     const [d1, d2, h] = [await f.enqueue('app@shop.example', ['d1@later.test'], message('del-d1')), await f.enqueue('app@shop.example', ['d2@later.test'], message('del-d2')), await f.enqueue('app@shop.example', ['h@later.test'], message('del-h'))];
     for (const id of [d1, d2, h]) await settled(id, 'deferred');
-    assert.equal((await mtaQueue(['hold', h, ...spool()])).code, 0);
+    assert.equal((await runMtaQueue(['hold', h, ...spool()])).code, 0);
     const refusal = `being delivered right now (claimed by mta-queue pid ${daemon.pid})`;
 
-    const byDomain = await mtaQueue(['delete', '--domain', 'silent.test', ...spool()]);
+    const byDomain = await runMtaQueue(['delete', '--domain', 'silent.test', ...spool()]);
     assert.equal(byDomain.code, 0, byDomain.stderr);
     assert.equal(byDomain.stdout, `skipped ${stuck}: ${refusal}\ndeleted 0 message(s), skipped 1\n`);
     assert.deepEqual(byDomain.logs, []);
 
-    const dry = await mtaQueue(['delete', '--all', '--dry-run', ...spool()]);
+    const dry = await runMtaQueue(['delete', '--all', '--dry-run', ...spool()]);
     assert.deepEqual(dry.stdout.trimEnd().split('\n').sort(), [...[d1, d2].map((id) => `would delete ${id} (deferred)`), `would delete ${h} (held)`, `would skip ${stuck}: ${refusal}`, 'dry run: 3 message(s) would be deleted, 1 skipped; nothing changed'].sort());
 
-    const all = await mtaQueue(['delete', '--all', ...spool()]);
+    const all = await runMtaQueue(['delete', '--all', ...spool()]);
     assert.equal(all.code, 0, all.stderr);
     assert.equal(all.stdout, `skipped ${stuck}: ${refusal}\ndeleted 3 message(s), skipped 1\n`);
     assert.deepEqual(all.logs.map(({ event, queueId, from }) => `${event} ${queueId} ${from}`).sort(), [`deleted ${d1} deferred`, `deleted ${d2} deferred`, `deleted ${h} held`].sort());
@@ -450,7 +411,7 @@ describe('mta-queue queue administration', () => {
     assert.deepEqual(await where(stuck), ['active'], 'still claimed');
     assert.match((await readSpooled(f.layout.root, stuck)).message.toString(), /X-Seq: del-stuck/, 'its message untouched');
 
-    const one = await mtaQueue(['delete', stuck, ...spool()]);
+    const one = await runMtaQueue(['delete', stuck, ...spool()]);
     assert.deepEqual([one.code, one.errors], [1, [`mta-queue: ${stuck}: not deleted: ${refusal}`]]);
 
     // The delivery is still in flight; at shutdown the claim goes back to the queue, whole.
@@ -469,13 +430,13 @@ describe('mta-queue queue administration', () => {
     for (let i = 0; i < count; i++) ids.set(await f.enqueue('app@shop.example', [`r${i}@ok.test`], message(`race-${i}`)), `race-${i}`);
     const daemon = startDaemon(['--concurrency', '1']);
     await mx('ok').waitForMessages(mx('ok').messages.length + 20, 20_000);
-    const result = await mtaQueue(['delete', '--domain', 'ok.test', ...spool()]);
+    const result = await runMtaQueue(['delete', '--domain', 'ok.test', ...spool()]);
     assert.equal(result.code, 0, result.stderr);
     const deleted = new Set(result.logs.filter((line) => line.event === 'deleted').map((line) => ids.get(String(line.queueId))!));
     const summary = /^deleted (\d+) message\(s\)(?:, skipped (\d+))?$/m.exec(result.stdout);
     assert.ok(summary, result.stdout);
     assert.equal(Number(summary[1]), deleted.size);
-    await waitFor(async () => ((await snapshot()).length === 0 ? true : undefined), 30_000, 'an empty spool');
+    await eventually(async () => (await snapshot()).length === 0, 'an empty spool', 30_000);
     const delivered = new Set(mx('ok').messages.map(seqOf).filter((seq) => seq?.startsWith('race-')));
     console.log(`# delete racing delivery: ${deleted.size} deleted, ${delivered.size} delivered, ${summary[2] ?? 0} skipped`);
     assert.ok(deleted.size > 0 && delivered.size > 0, 'the race happened');

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -97,4 +97,34 @@ export async function runCli(cli: 'mta-server' | 'mta-queue', args: string[], op
   daemon.child.stdin!.end(options.input ?? '');
   const { code } = await daemon.exit();
   return { code, stderr: daemon.stderr, logs: daemon.logs };
+}
+
+export interface MtaQueueResult {
+  code: number;
+  stdout: string;
+  /** stdout as bytes, for `cat`. */
+  bytes: Buffer;
+  stderr: string;
+  /** The JSON log lines on stderr (an admin command's, one per changed message). */
+  logs: DaemonLogLine[];
+  /** stderr lines that are not JSON (errors). */
+  errors: string[];
+}
+
+/** The built `mta-queue` CLI as an operator runs it (an admin or dkim command), to completion. */
+export function runMtaQueue(args: string[], env: NodeJS.ProcessEnv = {}): Promise<MtaQueueResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [path.join(REPO_ROOT, 'dist/cli/mta-queue.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024, encoding: 'buffer' }, (error, bytes, stderrBytes) => {
+      const stderr = stderrBytes.toString('utf8');
+      const lines = stderr.split('\n').filter(Boolean);
+      resolve({
+        code: error ? Number((error as { code?: number }).code ?? 1) : 0,
+        stdout: bytes.toString('utf8'),
+        bytes,
+        stderr,
+        logs: lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as DaemonLogLine),
+        errors: lines.filter((line) => !line.startsWith('{')),
+      });
+    });
+  });
 }

@@ -37,6 +37,15 @@ function countingFs(): SpoolFs & { jsonReads: number; batchOpens: number; listin
   return fs;
 }
 
+/** A spool of a test's own on a counting file system: for a test that must see every read. */
+async function countingSpool(prefix: string): Promise<{ fs: ReturnType<typeof countingFs>; layout: SpoolLayout; cleanup: () => Promise<void> }> {
+  const temp = await tempDir(prefix);
+  const fs = countingFs();
+  const layout = spoolLayout(path.join(temp.dir, 'spool'), fs);
+  await ensureSpool(layout);
+  return { fs, layout, cleanup: temp.cleanup };
+}
+
 describe('the queue page', () => {
   let root: string;
   let cleanup: () => Promise<void>;
@@ -115,11 +124,8 @@ describe('the queue page', () => {
   });
 
   test('a batch file brings each of its messages, and the census counts them like stats does', async () => {
-    const temp = await tempDir('mta-page-batch-');
+    const { fs, layout, cleanup: remove } = await countingSpool('mta-page-batch-');
     try {
-      const fs = countingFs();
-      const layout = spoolLayout(path.join(temp.dir, 'spool'), fs);
-      await ensureSpool(layout);
       const batch = await putBatch(layout, ['one', 'two', 'three']);
       const result = await page(layout, {});
       assert.deepEqual(result.items.map((item) => item.id), batch.ids);
@@ -136,7 +142,7 @@ describe('the queue page', () => {
       assert.equal(fs.batchOpens, 0);
       assert.equal((await index.read((await index.entries())[0]!))[0]!.source, undefined);
     } finally {
-      await temp.cleanup();
+      await remove();
     }
   });
 
@@ -162,11 +168,8 @@ describe('the queue page', () => {
   });
 
   test('a listing is reused while its directory is unchanged, and taken again once it changes or was too fresh to trust', async () => {
-    const temp = await tempDir('mta-page-index-');
+    const { fs, layout, cleanup: remove } = await countingSpool('mta-page-index-');
     try {
-      const fs = countingFs();
-      const layout = spoolLayout(path.join(temp.dir, 'spool'), fs);
-      await ensureSpool(layout);
       const first = envelope({ arrivedAt: NOW - 2 * M, recipients: [recipient('a@x.test', 'deferred', '451 4.3.0 later')] });
       const second = envelope({ arrivedAt: NOW - M, recipients: [recipient('b@x.test', 'deferred', '451 4.3.0 later')] });
       await writeFile(path.join(layout.dir('deferred'), deferredName(first.id, NOW + H)), JSON.stringify(first));
@@ -192,7 +195,7 @@ describe('the queue page', () => {
       await index.census(NOW);
       assert.equal(fs.jsonReads, 2);
     } finally {
-      await temp.cleanup();
+      await remove();
     }
   });
 

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -9,7 +8,7 @@ import { ensureSpool, spoolLayout } from '../../src/spool/layout.js';
 import { findQueueItem } from '../../src/spool/queue-listing.js';
 import { newTestKey, writeTestKey } from '../helpers/dkim-keys.js';
 import { envelope, recipient } from '../helpers/spool-items.js';
-import { DaemonProcess, REPO_ROOT, runCli } from '../helpers/daemon-process.js';
+import { DaemonProcess, runCli, runMtaQueue } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import type { ReceivedMail } from '../helpers/mx-server.js';
 import { eventually } from '../helpers/queue-harness.js';
@@ -24,25 +23,10 @@ import { OTHER_USER, startWebUnderTest, WEB_USER, WebClient, writeWebUsers, type
 
 const H = 3_600_000;
 
-interface CliResult {
-  code: number;
-  stdout: Buffer;
-  stderr: string;
-}
-
-/** The built `mta-queue` CLI, run to completion. */
-function mtaQueue(args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(REPO_ROOT, 'dist/cli/mta-queue.js'), ...args], { cwd: REPO_ROOT, encoding: 'buffer', maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
-      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString('utf8') });
-    });
-  });
-}
-
 async function cliJson<T = any>(args: string[]): Promise<T> {
-  const result = await mtaQueue(args);
+  const result = await runMtaQueue(args);
   assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout.toString('utf8')) as T;
+  return JSON.parse(result.stdout) as T;
 }
 
 const seqOf = (message: ReceivedMail) => /^X-Seq: (\S+)/m.exec(message.raw.toString())?.[1];
@@ -76,7 +60,7 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
     ids.news = await f.enqueue('news@shop.example', ['a@ok.test'], body('news', 'a@ok.test'));
     ids.app = await f.enqueue('app@shop.example', ['b@ok.test'], body('app', 'b@ok.test'));
     ids.held = await f.enqueue('app@shop.example', ['h@ok.test'], body('held', 'h@ok.test'));
-    const hold = await mtaQueue(['hold', ids.held, ...spool()]);
+    const hold = await runMtaQueue(['hold', ids.held, ...spool()]);
     assert.equal(hold.code, 0, hold.stderr);
     web = await startWebUnderTest({ layout: f.layout, usersFile: await writeWebUsers(temp.dir) });
   });
@@ -278,10 +262,10 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
       assert.deepEqual(reply.json(), await cliJson(['show', id, '--json', ...spool()]), id);
       const raw = await web.client().get(`/api/messages/${id}/raw`, basic);
       assert.equal(raw.status, 200);
-      const cat = await mtaQueue(['cat', id, ...spool()]);
+      const cat = await runMtaQueue(['cat', id, ...spool()]);
       assert.equal(cat.code, 0, cat.stderr);
-      assert.ok(cat.stdout.length > 0);
-      assert.ok(raw.body.equals(cat.stdout), `${id}: the same bytes`);
+      assert.ok(cat.bytes.length > 0);
+      assert.ok(raw.body.equals(cat.bytes), `${id}: the same bytes`);
       assert.equal(raw.headers.get('content-disposition'), `attachment; filename="${id}.eml"`);
       assert.equal(raw.headers.get('content-type'), 'message/rfc822');
     }

@@ -8,6 +8,7 @@ import { DaemonProcess, REPO_ROOT, runCli } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import { CHROMIUM, toolAvailable, TOOLS } from '../helpers/external-clients.js';
 import { LogCapture } from '../helpers/log-capture.js';
+import { eventually } from '../helpers/queue-harness.js';
 import type { MxBehaviour } from '../helpers/mx-server.js';
 
 /**
@@ -48,16 +49,6 @@ function browserArgs(): string[] {
 
 function message(subject: string, to: string, from = 'news@shop.example'): string {
   return `From: Shop <${from}>\nTo: <${to}>\nSubject: ${subject}\nDate: ${new Date().toUTCString()}\nMessage-ID: <${Math.random().toString(36).slice(2)}@shop.example>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\nHello from the browser test.\n`;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not seen within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
 
 describe('web UI in Chromium', { timeout: 90_000 }, () => {
@@ -166,10 +157,10 @@ describe('web UI in Chromium', { timeout: 90_000 }, () => {
     if (UPDATE_DOCS) {
       // The history samples the delivery counters every 10 s: wait for the sample with the deliveries, then let
       // the chart (which refreshes every 10 s) be drawn from it.
-      await waitFor('deliveries in /api/history', async () => {
+      await eventually(async () => {
         const history = (await (await page.request.get(`${base}/api/history`)).json()) as { delivered: number[] };
-        return history.delivered.some((count) => count > 0) ? true : undefined;
-      }, 15_000);
+        return history.delivered.some((count) => count > 0);
+      }, 'deliveries in /api/history', 15_000);
       await page.reload();
       await page.waitForSelector('#chart canvas');
       await page.waitForTimeout(300);
