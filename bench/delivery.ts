@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { MessageWriter } from '../src/spool/message-writer.js';
 import { startDnsServer, type DnsServer } from '../test/helpers/dns-server.js';
 import { DELIVERY_USAGE, DeliveryUsageError, parseDeliveryOptions, SIGNED_DRAINS, type DeliveryBenchOptions } from './lib/delivery-options.js';
+import { commandLineOptions } from './lib/options.js';
 import { describeCheck, type SignatureCheck } from './lib/dkim-check.js';
 import { generateBenchKeys, keysFor, SIGNING_LABELS, writeKeyDirectory, type Signing } from './lib/dkim-keys.js';
 import { CHECK_DOMAIN, CHECK_RECIPIENT } from './lib/end-to-end.js';
@@ -106,17 +107,8 @@ interface SigningCost {
 const RSA_COST_TARGET_MS = 0.5;
 
 async function main(): Promise<void> {
-  let options: DeliveryBenchOptions | 'help';
-  try {
-    options = parseDeliveryOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`bench:delivery: ${(error as Error).message}\n\n${DELIVERY_USAGE}`);
-    process.exit(2);
-  }
-  if (options === 'help') {
-    process.stdout.write(DELIVERY_USAGE);
-    return;
-  }
+  const options = commandLineOptions('bench:delivery', parseDeliveryOptions, DELIVERY_USAGE);
+  if (!options) return;
   mtaRoot = path.resolve(options.mtaRoot ?? REPO_ROOT);
   try {
     await access(path.join(mtaRoot, 'dist/cli/mta-queue.js'));

@@ -12,7 +12,7 @@ import { describeEnvironment } from './lib/environment.js';
 import { buildMessage, dataPayload } from './lib/message.js';
 import { MtaServerProcess } from './lib/mta-server-process.js';
 import { runNodemailerLoad } from './lib/nodemailer-load.js';
-import { parseBenchOptions, USAGE, UsageError, type BenchOptions } from './lib/options.js';
+import { commandLineOptions, parseBenchOptions, USAGE, UsageError } from './lib/options.js';
 import { runPlainLoad, type LoadResult } from './lib/plain-load.js';
 import { detectPostfix, PostfixInstance } from './lib/postfix-instance.js';
 import { freePort } from './lib/proc.js';
@@ -33,17 +33,8 @@ const cleanups = new Set<() => Promise<unknown>>();
 const progress = (text: string) => process.stderr.write(`${text}\n`);
 
 async function main(): Promise<void> {
-  let options: BenchOptions | 'help';
-  try {
-    options = parseBenchOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`bench:intake: ${(error as Error).message}\n\n${USAGE}`);
-    process.exit(2);
-  }
-  if (options === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
+  const options = commandLineOptions('bench:intake', parseBenchOptions, USAGE);
+  if (!options) return;
   const serverRoot = options.mtaRoot ? path.resolve(options.mtaRoot) : REPO_ROOT;
   try {
     await access(path.join(serverRoot, 'dist/cli/mta-server.js'));

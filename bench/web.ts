@@ -19,7 +19,8 @@ import { freePort } from './lib/proc.js';
 import { hasSmtpSink, startCaptureSink, startSink } from './lib/sink-mx.js';
 import { formatMs, formatRate, formatRatio, median, percentile, renderTable, round } from './lib/stats.js';
 import { COMMON_DOMAIN, LATENCY_TARGET_MS, measureLatency, RARE_DOMAIN, type LatencyResult, type WebCredentials } from './lib/web-latency.js';
-import { parseWebOptions, WEB_USAGE, WebUsageError, type WebBenchOptions } from './lib/web-options.js';
+import { parseWebOptions, WEB_USAGE, WebUsageError } from './lib/web-options.js';
+import { commandLineOptions } from './lib/options.js';
 import { POLLED_PATHS, WebPoller, type PollerSummary } from './lib/web-poller.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -95,17 +96,8 @@ interface WebReport {
 }
 
 async function main(): Promise<void> {
-  let options: WebBenchOptions | 'help';
-  try {
-    options = parseWebOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`bench:web: ${(error as Error).message}\n\n${WEB_USAGE}`);
-    process.exit(2);
-  }
-  if (options === 'help') {
-    process.stdout.write(WEB_USAGE);
-    return;
-  }
+  const options = commandLineOptions('bench:web', parseWebOptions, WEB_USAGE);
+  if (!options) return;
   const mtaRoot = path.resolve(options.mtaRoot ?? REPO_ROOT);
   const cli = path.join(mtaRoot, 'dist/cli/mta-queue.js');
   try {

@@ -49,6 +49,23 @@ export const USAGE = `Usage: npm run bench:intake -- [options]
 
 export class UsageError extends Error {}
 
+/**
+ * A benchmark's flags from the command line, or null once `--help` has printed the usage. A bad flag prints one
+ * line and the usage on stderr and exits 2.
+ */
+export function commandLineOptions<T>(bench: string, parse: (argv: string[]) => T | 'help', usage: string): T | null {
+  let options: T | 'help';
+  try {
+    options = parse(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${bench}: ${(error as Error).message}\n\n${usage}`);
+    process.exit(2);
+  }
+  if (options !== 'help') return options;
+  process.stdout.write(usage);
+  return null;
+}
+
 export function parseBenchOptions(argv: string[]): BenchOptions | 'help' {
   const values = parseFlags(argv, ['messages', 'sessions', 'runs', 'size', 'warmup', 'time-limit', 'scenarios', 'retries', 'max-others', 'rss-sessions', 'rss-size', 'cpu-prof', 'mta-root'], ['json']);
   if (values.help) return 'help';
