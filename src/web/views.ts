@@ -13,13 +13,22 @@ const require = createRequire(import.meta.url);
 const packageDir = (name: string) => path.dirname(require.resolve(`${name}/package.json`));
 
 /** The only files /assets/NAME serves: an allow-list, so no path in a URL reaches the file system. */
-export const ASSET_FILES: Readonly<Record<string, { root: string; file: string }>> = {
+const ASSET_FILES: Readonly<Record<string, { root: string; file: string }>> = {
   'app.js': { root: ASSETS_DIR, file: 'app.js' },
   'app.css': { root: ASSETS_DIR, file: 'app.css' },
   'htmx.min.js': { root: path.join(packageDir('htmx.org'), 'dist'), file: 'htmx.min.js' },
   'uPlot.iife.min.js': { root: path.join(packageDir('uplot'), 'dist'), file: 'uPlot.iife.min.js' },
   'uPlot.min.css': { root: path.join(packageDir('uplot'), 'dist'), file: 'uPlot.min.css' },
 };
+
+/**
+ * The asset a URL names, or undefined. An own-property lookup: indexing the table with the URL segment found
+ * `__proto__`, `constructor` or `toString` on Object.prototype, and an unauthenticated client turned each into a 500
+ * with an error-level stack trace in the log.
+ */
+export function assetFile(name: string): { root: string; file: string } | undefined {
+  return Object.hasOwn(ASSET_FILES, name) ? ASSET_FILES[name] : undefined;
+}
 
 // autoEscape: `<%= %>` HTML-escapes every value; nothing a client, a remote MTA or a message sent is printed raw.
 const eta = new Eta({ views: path.join(WEB_DIR, 'views'), cache: true, autoEscape: true, autoTrim: false });

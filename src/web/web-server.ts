@@ -18,7 +18,7 @@ import type { InboxView } from '../shared/inbox-view.js';
 import { registerInboxRoutes } from './inbox-routes.js';
 import { OutcomeHistory, type OutcomeTotals } from './outcome-history.js';
 import { registerPageRoutes } from './page-routes.js';
-import { ASSET_FILES, ASSETS_DIR } from './views.js';
+import { assetFile, ASSETS_DIR } from './views.js';
 import { parseBasicAuth, SESSION_COOKIE, WebAuth, type WebSession } from './web-auth.js';
 
 /**
@@ -164,7 +164,7 @@ async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<{ app: F
 
   app.get('/assets/:name', async (request, reply) => {
     const { name } = request.params as { name: string };
-    const asset = ASSET_FILES[name];
+    const asset = assetFile(name);
     if (!asset) return sendError(request, reply, 404, 'not found');
     reply.header('cache-control', 'public, max-age=3600');
     return reply.sendFile(asset.file, asset.root);
