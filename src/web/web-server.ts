@@ -14,6 +14,7 @@ import type { QueueAdmin } from '../spool/queue-admin.js';
 import { QueueIndex } from '../spool/queue-index.js';
 import type { SpoolLayout } from '../spool/layout.js';
 import { registerApiRoutes } from './api-routes.js';
+import { STRICT_VALIDATION } from './api-schemas.js';
 import type { InboxView } from '../shared/inbox-view.js';
 import { registerInboxRoutes } from './inbox-routes.js';
 import { OutcomeHistory, type OutcomeTotals } from './outcome-history.js';
@@ -115,6 +116,7 @@ async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<{ app: F
     keepAliveTimeout: 10_000,
     routerOptions: { maxParamLength: 200 },
     trustProxy: false,
+    ...STRICT_VALIDATION,
   });
   const context: WebContext = {
     ...deps,

@@ -126,7 +126,7 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
     const forged = [
       await client.request(`/api/messages/${ids.app}/hold`, { method: 'POST', ...basic, headers: { origin: 'http://evil.example' } }),
       await client.request(`/api/messages/${ids.app}/hold`, { method: 'POST', ...basic, headers: { 'sec-fetch-site': 'cross-site' } }),
-      await client.request('/api/bulk/hold', { method: 'POST', json: { all: true }, ...basic, headers: { 'sec-fetch-site': 'same-site', origin: 'http://other.localhost' } }),
+      await client.request('/api/bulk/hold', { method: 'POST', json: { all: true, dry_run: false }, ...basic, headers: { 'sec-fetch-site': 'same-site', origin: 'http://other.localhost' } }),
     ];
     for (const reply of forged) {
       assert.equal(reply.status, 403, reply.text);
@@ -148,7 +148,7 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
     // Reads need no token.
     assert.equal((await victim.get('/api/stats')).status, 200);
     for (const token of [null, 'wrong-token', other.csrf!]) {
-      for (const [route, json] of [[`/api/messages/${ids.news}/hold`, {}], ['/api/bulk/hold', { all: true }]] as const) {
+      for (const [route, json] of [[`/api/messages/${ids.news}/hold`, {}], ['/api/bulk/hold', { all: true, dry_run: false }]] as const) {
         const reply = await victim.postJson(route, json, token);
         assert.equal(reply.status, 403, `${route} with ${token}`);
         assert.match(reply.json().error, /CSRF/);
@@ -224,10 +224,10 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
       assert.equal(reply.status, 400, query);
       assert.match(reply.json().error, message, query);
     }
-    const bulk = await web.client().request('/api/bulk/hold', { method: 'POST', json: { older_than: 'later' }, ...basic });
+    const bulk = await web.client().request('/api/bulk/hold', { method: 'POST', json: { older_than: 'later', dry_run: true }, ...basic });
     assert.equal(bulk.status, 400);
     assert.match(bulk.json().error, /older_than/);
-    const noFilter = await web.client().request('/api/bulk/hold', { method: 'POST', json: {}, ...basic });
+    const noFilter = await web.client().request('/api/bulk/hold', { method: 'POST', json: { dry_run: false }, ...basic });
     assert.equal(noFilter.status, 400, 'no filter and no all: refused, as the CLI refuses');
     assert.match(noFilter.json().error, /all/);
     const dryRun = await web.client().request('/api/bulk/hold', { method: 'POST', json: { all: true, dry_run: 'yes' }, ...basic });
@@ -291,7 +291,7 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
     }
     assert.equal((await client.request('/api/messages/bad..id/delete', { method: 'POST', ...basic })).status, 400);
     assert.equal((await client.request(`/api/messages/${ids.news}/explode`, { method: 'POST', ...basic })).status, 404);
-    assert.equal((await client.request('/api/bulk/explode', { method: 'POST', json: { all: true }, ...basic })).status, 404);
+    assert.equal((await client.request('/api/bulk/explode', { method: 'POST', json: { all: true, dry_run: false }, ...basic })).status, 404);
     assert.equal((await client.get('/api/nothing-here', basic)).status, 404);
   });
 });
@@ -407,7 +407,7 @@ describe('web API actions against a running mta-queue and a loopback MX', () => 
     assert.equal(hold.status, 409, hold.text);
     assert.equal(hold.json().result, 'refused');
     assert.match(hold.json().reason, /being delivered right now/);
-    const bulk = await client.postJson('/api/bulk/hold', { domain: 'slow.test' });
+    const bulk = await client.postJson('/api/bulk/hold', { domain: 'slow.test', dry_run: false });
     assert.equal(bulk.status, 200, bulk.text);
     const result = bulk.json();
     assert.equal(result.changed, 0);
