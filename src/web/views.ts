@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Eta } from 'eta';
+import { escapeBidiControls } from '../shared/terminal-escape.js';
 
 /**
  * Templates (web/views) and assets (web/assets, plus htmx and uPlot from their packages): everything the pages
@@ -30,8 +31,15 @@ export function assetFile(name: string): { root: string; file: string } | undefi
   return Object.hasOwn(ASSET_FILES, name) ? ASSET_FILES[name] : undefined;
 }
 
-// autoEscape: `<%= %>` HTML-escapes every value; nothing a client, a remote MTA or a message sent is printed raw.
-const eta = new Eta({ views: path.join(WEB_DIR, 'views'), cache: true, autoEscape: true, autoTrim: false });
+const HTML_ENTITIES: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/** A value as `<%= %>` prints it: HTML-escaped, and bidi controls shown as `\u202e` as the CLI shows them. */
+function escapeForPage(value: unknown): string {
+  return escapeBidiControls(String(value).replace(/[&<>"']/g, (char) => HTML_ENTITIES[char]!));
+}
+
+// autoEscape: `<%= %>` escapes every value; nothing a client, a remote MTA or a message sent is printed raw.
+const eta = new Eta({ views: path.join(WEB_DIR, 'views'), cache: true, autoEscape: true, autoTrim: false, escapeFunction: escapeForPage });
 
 export function renderView(name: string, data: object): string {
   return eta.render(`./${name}`, data);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { escapeForTerminal } from '../../src/shared/terminal-escape.js';
+import { escapeBidiControls, escapeForTerminal } from '../../src/shared/terminal-escape.js';
 
 test('escapeForTerminal: every control a terminal acts on becomes a visible escape; printable text is unchanged', () => {
   const cases: [input: string, shown: string, what: string][] = [
@@ -22,6 +22,8 @@ test('escapeForTerminal: every control a terminal acts on becomes a visible esca
     ['del\x7f', 'del\\x7f', 'DEL'],
     ['\u202eevil\u202c \u2066x\u2069', '\\u202eevil\\u202c \\u2066x\\u2069', 'bidi override and isolate'],
     ['a\u2028b\u2029c', 'a\\u2028b\\u2029c', 'line and paragraph separators'],
+    ['\u202a\u202b\u202d\u2067\u2068', '\\u202a\\u202b\\u202d\\u2067\\u2068', 'the other embeddings, overrides and isolates'],
+    ['a\u200eb\u200fc\u061cd', 'a\\u200eb\\u200fc\\u061cd', 'bidi marks LRM, RLM and ALM'],
     [' ~\u00a0\u00ff', ' ~\u00a0\u00ff', 'space, tilde, NBSP and ÿ stay'],
   ];
   for (const [input, shown, what] of cases) assert.equal(escapeForTerminal(input), shown, what);
@@ -30,4 +32,9 @@ test('escapeForTerminal: every control a terminal acts on becomes a visible esca
 test('escapeForTerminal keepTabs: a header continuation line keeps its tab, nothing else changes', () => {
   assert.equal(escapeForTerminal('\tfolded\x1b[2J', { keepTabs: true }), '\tfolded\\x1b[2J');
   assert.equal(escapeForTerminal(' \t\r', { keepTabs: true }), ' \t\\r');
+});
+
+test('escapeBidiControls (the web UI): only the bidi controls become escapes; line breaks, tabs and other text stay', () => {
+  assert.equal(escapeBidiControls('Subject: invoice\u202efdp.exe\r\n\tfolded \u2066x\u2069 \u200e\u200f\u061c'), 'Subject: invoice\\u202efdp.exe\r\n\tfolded \\u2066x\\u2069 \\u200e\\u200f\\u061c');
+  assert.equal(escapeBidiControls('Grüße, 日本語, עברית, العربية'), 'Grüße, 日本語, עברית, العربية', 'right-to-left text itself is not a control');
 });

@@ -3,12 +3,13 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { InboxStore } from '../../src/inbox/inbox-store.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
+import { findQueueItem } from '../../src/spool/queue-listing.js';
 import { tempDir } from '../helpers/temp.js';
 import { startWebUnderTest, WEB_USER, writeWebUsers, type WebUnderTest } from '../helpers/web-client.js';
 
 /**
  * What strangers put in front of the web UI, over real HTTP on loopback: URLs built to hit JavaScript's own
- * properties or to break decoding, sent with and without credentials.
+ * properties or to break decoding, sent with and without credentials; bidi controls in what a page shows.
  */
 
 /** Path segments that name Object.prototype's properties. */
@@ -69,5 +70,53 @@ describe('hostile URLs', () => {
       assert.equal(reply.status, 404, `POST ${url}: ${reply.text}`);
     }
     assert.deepEqual(errorLines(logged), [], 'no error-level line (a stack trace per request floods the log)');
+  });
+});
+
+/** Every bidi control, each with the escape the CLI shows for it. */
+const BIDI_CONTROLS = ['\u202a', '\u202b', '\u202c', '\u202d', '\u202e', '\u2066', '\u2067', '\u2068', '\u2069', '\u200e', '\u200f', '\u061c'];
+const escaped = (char: string) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+describe('bidi controls in a subject, a sender and a remote reply', () => {
+  let f: DeliveryFixture;
+  let web: WebUnderTest;
+  let temp: { dir: string; cleanup: () => Promise<void> };
+  let id: string;
+  // `invoice` + RLO + `fdp.exe` reads as `invoiceexe.pdf`.
+  const subject = `invoice\u202efdp.exe ${BIDI_CONTROLS.join('x')}`;
+  const sender = 'billing\u202emoc.evil@shop.example';
+  const reply = 'mailbox \u202elluf\u202c try later';
+
+  before(async () => {
+    temp = await tempDir('mta-web-bidi-');
+    f = await startDeliveryFixture([{ name: 'mx.bidi.test', rcpt: [{ code: 451, message: reply }] }], (hosts) => ({ 'bidi.test': { a: [hosts[0]!] } }));
+    id = await f.enqueue(sender, ['victim@bidi.test'], `From: ${sender}\nTo: victim@bidi.test\nSubject: ${subject}\n\nbody\n`);
+    await f.runOnce(); // the real MX answers 451 with a bidi override in its text: deferred, the reply recorded
+    assert.equal((await findQueueItem(f.layout, id))?.state, 'deferred');
+    web = await startWebUnderTest({ layout: f.layout, usersFile: await writeWebUsers(temp.dir) });
+  });
+  after(async () => {
+    await web?.close();
+    await f?.close();
+    await temp?.cleanup();
+  });
+
+  test('pages show them as the CLI\'s escapes, never raw', async () => {
+    const client = web.client();
+    assert.equal((await client.login(WEB_USER.user, WEB_USER.password)).status, 303);
+    const pages = { queue: await client.get('/queue'), message: await client.get(`/messages/${id}`), overview: await client.get('/'), live: await client.get(`/messages/${id}`, { headers: { 'hx-request': 'true' } }) };
+    for (const [name, page] of Object.entries(pages)) {
+      assert.equal(page.status, 200, name);
+      for (const char of BIDI_CONTROLS) assert.ok(!page.text.includes(char), `${name}: raw ${escaped(char)}`);
+    }
+    const shownReply = 'mailbox \\u202elluf\\u202c try later';
+    assert.ok(pages.queue.text.includes('billing\\u202emoc.evil@shop.example'), 'the sender, on /queue');
+    assert.ok(pages.queue.text.includes(shownReply), 'the reply, on /queue');
+    assert.ok(pages.overview.text.includes(shownReply), 'the reply, on /');
+    assert.ok(pages.message.text.includes(`Subject: invoice\\u202efdp.exe ${BIDI_CONTROLS.map(escaped).join('x')}`), 'every control, in the header block');
+    for (const page of [pages.message, pages.live]) {
+      assert.ok(page.text.includes('billing\\u202emoc.evil@shop.example'), 'the sender');
+      assert.ok(page.text.includes(shownReply), 'the reply');
+    }
   });
 });
