@@ -10,6 +10,7 @@ import { createMetricsRegistry } from '../shared/metrics.js';
 import { addDkimCommands } from './dkim-cli.js';
 import { startDkimSigning } from './dkim-signing.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
+import { addPolicyCommands } from './policy-cli.js';
 import { addQueueAdminCommands } from './queue-admin-cli.js';
 import { prepareWebUi } from './web-ui.js';
 import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
@@ -92,5 +93,7 @@ const program = new Command('mta-queue')
 addQueueAdminCommands(program);
 // dkim keygen, list, check, activate, retire, remove (docs/dkim.md).
 addDkimCommands(program);
+// policy check, show: the shaping policy file.
+addPolicyCommands(program);
 
 await runCli(program, process.argv);

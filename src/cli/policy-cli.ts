@@ -1,0 +1,108 @@
+import type { Command } from 'commander';
+import { effectiveShaping } from '../config/effective-shaping.js';
+import { DEFAULT_POLICY_FILE, PolicyError, readPolicyFile, type Policy, type ShapingSettings } from '../config/policy.js';
+import { formatAge } from '../shared/dates.js';
+import { escapeForTerminal } from '../shared/terminal-escape.js';
+import { EXIT, envOption } from './run-cli.js';
+
+/**
+ * `mta-queue policy check | show`: the policy file (shared/design/cli.md "Policy file") checked and shown as the
+ * daemons read it, the built-in policy underneath. Problems quote the file, so they are escaped for the terminal.
+ */
+
+interface PolicyFlags {
+  policy?: string;
+  json?: boolean;
+}
+
+const out = (line: string) => void process.stdout.write(line + '\n');
+
+export function addPolicyCommands(program: Command): void {
+  const policy = program.command('policy').description('check and show the shaping policy (--policy FILE over the built-in one)');
+
+  policy.command('check').description('exit 0 when the policy file is valid, else 2 and one line per problem').argument('[file]', `the file to check [--policy, or ${DEFAULT_POLICY_FILE}]`)
+    .addOption(envOption('--policy <file>', `the policy file [${DEFAULT_POLICY_FILE}]`))
+    .action(async (file: string | undefined, flags: PolicyFlags) => {
+      try {
+        const read = await readPolicyFile(file ?? flags.policy);
+        out(read.file === null ? `no policy file at ${DEFAULT_POLICY_FILE}: the built-in policy applies` : `${escapeForTerminal(read.file)}: valid`);
+      } catch (error) {
+        if (!(error instanceof PolicyError)) throw error;
+        for (const { line, message } of error.problems) process.stderr.write(`${escapeForTerminal(`${error.file}:${line}: ${message}`)}\n`);
+        process.exitCode = EXIT.usage;
+      }
+    });
+
+  policy.command('show').description('the shaping in force per provider and domain, the back-off rules, pools, sources and users')
+    .addOption(envOption('--policy <file>', `the policy file [${DEFAULT_POLICY_FILE}]`))
+    .option('--json', 'exact, for scripts')
+    .action(async (flags: PolicyFlags) => {
+      const { policy: read, file } = await readPolicyFile(flags.policy);
+      if (flags.json) out(JSON.stringify(policyJson(read, file)));
+      else showPolicy(read, file);
+    });
+}
+
+function settingsJson(settings: ShapingSettings): Record<string, string | number> {
+  return Object.fromEntries(Object.entries(settings).map(([key, value]) => [key, typeof value === 'object' ? value.text : value]));
+}
+
+/** The effective policy as JSON: rates as written, durations in milliseconds, regexes as their source. */
+export function policyJson(policy: Policy, file: string | null) {
+  return {
+    file,
+    default: settingsJson(policy.default),
+    providers: policy.providers.map((provider) => ({ name: provider.name, match: provider.match, shaping: settingsJson(effectiveShaping(policy, provider, null)) })),
+    domains: [...policy.domains.keys()].map((domain) => ({ domain, shaping: settingsJson(effectiveShaping(policy, null, domain)) })),
+    rules: policy.rules.map((rule) => ({
+      name: rule.name,
+      match: rule.match.source,
+      action: rule.action,
+      duration_ms: rule.durationMs,
+      trigger: rule.trigger.kind === 'immediate' ? 'immediate' : `${rule.trigger.count}/hour`,
+      shaping: settingsJson(rule.shaping),
+    })),
+    pools: Object.fromEntries(policy.pools),
+    sources: Object.fromEntries([...policy.sources].map(([address, source]) => [address, {
+      ehlo: source.ehlo ?? null,
+      warmup_start: source.warmupStart === undefined ? null : new Date(source.warmupStart).toISOString().slice(0, 10),
+      warmup: source.warmup ?? null,
+    }])),
+    users: Object.fromEntries([...policy.users].map(([name, user]) => [name, {
+      senders: user.senders ?? null,
+      quota: user.quota?.map((window) => `${window.count}/${window.windowMs === 86_400_000 ? 'day' : 'hour'}`).join(', ') ?? null,
+      max_bounce_rate: user.maxBounceRate ?? null,
+      bounce_window: user.bounceWindow ?? null,
+      pool: user.pool ?? null,
+    }])),
+    senders: Object.fromEntries(policy.senders),
+  };
+}
+
+function settingsText(settings: ShapingSettings): string {
+  return Object.entries(settings)
+    .map(([key, value]) => `${key}=${typeof value === 'object' ? value.text : key === 'connection_failure_delay' ? formatAge(value) : value}`)
+    .join(' ');
+}
+
+function showPolicy(policy: Policy, file: string | null): void {
+  const json = policyJson(policy, file);
+  out(`policy: ${file === null ? 'built-in only' : `${escapeForTerminal(file)} over the built-in policy`}`);
+  out(`default: ${settingsText(policy.default)}`);
+  out('providers:');
+  for (const provider of policy.providers) out(`  ${provider.name} (${provider.match.join(' ')}): ${settingsText(effectiveShaping(policy, provider, null))}`);
+  if (policy.domains.size > 0) out('domains:');
+  for (const domain of policy.domains.keys()) out(`  ${domain}: ${settingsText(effectiveShaping(policy, null, domain))}`);
+  out('back-off rules (the first that matches a reply applies):');
+  for (const rule of json.rules) {
+    const settings = Object.entries(rule.shaping).map(([key, value]) => `${key}=${value}`).join(' ');
+    out(`  ${rule.name}: /${escapeForTerminal(rule.match)}/ → ${rule.action} ${formatAge(rule.duration_ms)}${settings ? ` (${settings})` : ''}, trigger ${rule.trigger}`);
+  }
+  for (const [name, sources] of policy.pools) out(`pool ${escapeForTerminal(name)}: ${sources.join(', ')}`);
+  for (const [address, source] of Object.entries(json.sources)) out(`source ${address}: ehlo=${source.ehlo ?? '(--hostname)'}${source.warmup ? ` warm-up from ${source.warmup_start}: ${source.warmup.join(',')}` : ''}`);
+  for (const [name, user] of Object.entries(json.users)) {
+    const parts = Object.entries(user).filter(([, value]) => value !== null).map(([key, value]) => `${key}=${Array.isArray(value) ? value.join(',') : value}`);
+    out(`user ${escapeForTerminal(name)}: ${escapeForTerminal(parts.join(' ') || '(no settings)')}`);
+  }
+  for (const [domain, sender] of policy.senders) out(`sender ${domain}: pool=${escapeForTerminal(sender.pool)}`);
+}
