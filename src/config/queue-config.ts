@@ -3,7 +3,7 @@ import { resolveRelayHost, type RelayHostConfig } from './relay-host.js';
 import { parseRetrySchedule } from './retry-schedule.js';
 import type { MetricsAddress } from '../shared/metrics.js';
 import { OBSERVABILITY_FLAG_DEFAULTS, parseListenAddress, resolveObservability, type ObservabilityConfig } from './observability.js';
-import { parseDuration, parsePort, parsePositiveInteger } from './units.js';
+import { parseDuration, parsePort, parsePositiveInteger, parseSwitch } from './units.js';
 
 export interface QueueConfig extends ObservabilityConfig {
   spool: string;
@@ -12,6 +12,11 @@ export interface QueueConfig extends ObservabilityConfig {
   /** `host:port` strings for node's Resolver#setServers, or null for the system resolver. */
   dnsServers: string[] | null;
   smtpPort: number;
+  /**
+   * A lab set-up (shared/design/cli.md): MX addresses on loopback, private or link-local networks are dialled.
+   * `--allow-private-destinations`, or `--smtp-port` other than 25, since only a lab reaches every MX on one port.
+   */
+  allowPrivateDestinations: boolean;
   retrySchedule: number[];
   maxQueueTime: number;
   maxConnectionsPerDestination: number;
@@ -47,6 +52,7 @@ export const QUEUE_FLAG_DEFAULTS = {
   hostname: undefined,
   dnsServers: undefined,
   smtpPort: '25',
+  allowPrivateDestinations: 'no',
   retrySchedule: '1m,5m,15m,30m,1h,2h,4h',
   maxQueueTime: '5d',
   maxConnectionsPerDestination: '10',
@@ -78,6 +84,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     hostname: value('hostname') || defaultHostname,
     dnsServers: dns ? dns.split(',').map((server) => parseDnsServer(server.trim())) : null,
     smtpPort,
+    allowPrivateDestinations: parseSwitch(value('allowPrivateDestinations'), '--allow-private-destinations') || smtpPort !== 25,
     retrySchedule: parseRetrySchedule(value('retrySchedule')),
     maxQueueTime: parseDuration(value('maxQueueTime'), '--max-queue-time'),
     maxConnectionsPerDestination: parsePositiveInteger(value('maxConnectionsPerDestination'), '--max-connections-per-destination', 1000),

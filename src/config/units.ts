@@ -25,6 +25,15 @@ export function parsePositiveInteger(text: string, what: string, max = Number.MA
   return value;
 }
 
+const SWITCH_VALUES: Record<string, boolean> = { yes: true, true: true, on: true, '1': true, no: false, false: false, off: false, '0': false };
+
+/** An on/off flag's value, from its environment variable or `--flag=no`: yes/no, true/false, on/off, 1/0. */
+export function parseSwitch(text: string, what: string): boolean {
+  const value = SWITCH_VALUES[text.trim().toLowerCase()];
+  if (value === undefined) throw new ConfigError(`${what}: "${text}" is not yes or no`);
+  return value;
+}
+
 export function parsePort(text: string, what: string): number {
   const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
   if (!Number.isInteger(value) || value < 0 || value > 65535) throw new ConfigError(`${what}: "${text}" is not a port number (0-65535)`);

@@ -80,9 +80,9 @@ const NETWORK_ERRORS: Readonly<Record<string, string>> = {
   ETLS: '4.4.2',
   EPROTOCOL: '4.4.2',
   // Ours: a reply that did not complete within its deadline (smtp-deadlines.ts), and an MX address we refuse to
-  // connect to (0.0.0.0/8, ::) because on Linux it reaches this machine's own listeners (X.4.4 unable to route).
+  // connect to (address-scope.ts: this host, or our own networks outside a lab set-up; X.4.4 unable to route).
   EDEADLINE: '4.4.2',
-  EUNSPECIFIEDADDR: '4.4.4',
+  EREFUSEDADDRESS: '4.4.4',
   EDNS: '4.4.3',
   ESERVFAIL: '4.4.3',
   ETIMEOUT: '4.4.3',

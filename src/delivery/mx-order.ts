@@ -56,22 +56,3 @@ export interface MxWalk {
 export function mayTryAnotherAddress(walk: MxWalk, limits: MxLimits = MX_LIMITS): boolean {
   return walk.addressesTried < limits.addresses && walk.sessionsGreeted < limits.sessions;
 }
-
-/**
- * 0.0.0.0/8 and :: (also IPv4-mapped) mean "this host" (RFC 1122 §3.2.1.3, RFC 4291 §2.5.2): connecting to one on
- * Linux reaches our own listeners, so an MX published with such an address is never connected to.
- */
-export function isUnspecifiedAddress(ip: string): boolean {
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(ip)) return Number(ip.split('.')[0]) === 0;
-  if (!ip.includes(':')) return false;
-  let canonical: string;
-  try {
-    canonical = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-  } catch {
-    return false;
-  }
-  if (canonical === '::') return true;
-  // WHATWG URL writes an IPv4-mapped address as ::ffff:HHHH:HHHH; its first octet is the high byte of HHHH.
-  const mapped = /^::ffff:([0-9a-f]{1,4}):[0-9a-f]{1,4}$/.exec(canonical);
-  return mapped !== null && parseInt(mapped[1]!, 16) < 0x100;
-}

@@ -1,8 +1,10 @@
 import type { QueueConfig } from '../config/queue-config.js';
 import type { RelayHostConfig } from '../config/relay-host.js';
 import type { Clock } from '../shared/clock.js';
+import type { Logger } from '../shared/logger.js';
 import type { RecordedReply } from '../spool/envelope.js';
 import type { Readable } from 'node:stream';
+import { addressScope, mayConnectTo, RefusedAddressError } from './address-scope.js';
 import { capabilityRefusal, classifySmtpReply } from './classify.js';
 import { DeliveryFailure, deliveryFailureFrom } from './delivery-failure.js';
 import { CachingResolver } from './dns-cache.js';
@@ -16,6 +18,8 @@ import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, Trans
 export interface TransportOptions {
   resolver: DnsResolver;
   port: number;
+  /** Loopback, private and link-local MX addresses may be dialled (a lab set-up; address-scope.ts). */
+  allowPrivateDestinations: boolean;
   ehloName: string;
   /** Idle connections kept per MX address. */
   maxConnectionsPerDestination: number;
@@ -31,7 +35,12 @@ export interface TransportOptions {
   relayHost?: RelayHostConfig | null;
   /** Told of every failed DNS look-up (for the metrics), whether or not another MX then took the mail. */
   onDnsFailure?(permanent: boolean): void;
+  /** Where a refused MX address is logged (`mx-address-refused`). */
+  logger?: Logger;
 }
+
+/** Refused addresses named in one log line; a hostile zone can list hundreds. */
+const MAX_REFUSED_LOGGED = 8;
 
 const NOTHING_TRIED: RecordedReply = { code: null, enhanced: '4.4.4', text: 'no MX address could be tried' };
 
@@ -44,6 +53,7 @@ export function mxTransport(config: QueueConfig, resolver: DnsResolver, clock: C
     new MxTransport({
       resolver: new CachingResolver(resolver, DNS_CACHE_MS, () => clock.now()),
       port: config.relayHost?.port ?? config.smtpPort,
+      allowPrivateDestinations: config.allowPrivateDestinations,
       relayHost: config.relayHost,
       ehloName: config.hostname,
       maxConnectionsPerDestination: config.maxConnectionsPerDestination,
@@ -51,6 +61,7 @@ export function mxTransport(config: QueueConfig, resolver: DnsResolver, clock: C
       deadlines: { connect: config.connectTimeout, greeting: config.connectTimeout },
       idleTimeout: 10_000,
       onDnsFailure: hooks.onDnsFailure,
+      logger: hooks.logger,
     });
 }
 
@@ -83,7 +94,9 @@ export class MxTransport implements Transport {
           last = this.noteFailure(error, { mx: target.host, ip: null, stage: 'dns', greeted: false });
           continue;
         }
-        for (const ip of addresses) {
+        const { usable, refusal } = this.screenAddresses(target.host, addresses, domain, message.queueId);
+        last = refusal ?? last;
+        for (const ip of usable) {
           if (!mayTryAnotherAddress(walk, limits)) break walking;
           walk.addressesTried++;
           try {
@@ -106,6 +119,25 @@ export class MxTransport implements Transport {
     const failure = deliveryFailureFrom(error, context);
     if (failure.stage === 'dns') this.options.onDnsFailure?.(failure.verdict === 'permanent');
     return failure;
+  }
+
+  /** The addresses of `host` we may connect to, with a failure (4.4.4) when it has none; refused ones are logged. */
+  private screenAddresses(host: string, addresses: string[], domain: string, queueId?: string): { usable: string[]; refusal?: DeliveryFailure } {
+    // The relay host is the operator's own choice, often on a private network; only an MX is anyone's to publish.
+    const privateAllowed = this.options.allowPrivateDestinations || Boolean(this.options.relayHost);
+    const usable = addresses.filter((ip) => mayConnectTo(ip, privateAllowed));
+    const refused = addresses.filter((ip) => !usable.includes(ip));
+    if (refused.length === 0) return { usable };
+    const role = this.options.relayHost ? 'relay host' : 'MX';
+    const described = refused.slice(0, MAX_REFUSED_LOGGED).map((ip) => `${addressScope(ip)} address ${ip}`);
+    this.options.logger?.warn(
+      { event: 'mx-address-refused', queueId, domain, mx: host, refused: described, count: refused.length },
+      `${role} ${host}: not connecting to ${described[0]}${refused.length > 1 ? ' and others' : ''} (--allow-private-destinations allows all but unspecified addresses in a lab)`,
+    );
+    if (usable.length) return { usable };
+    const more = refused.length > 1 ? ` (and ${refused.length - 1} more)` : '';
+    const error = new RefusedAddressError(`${role} ${host} resolves only to ${described[0]}${more}; not connecting`);
+    return { usable, refusal: deliveryFailureFrom(error, { mx: host, ip: refused[0]!, stage: 'connect', greeted: false }) };
   }
 
   private target(ip: string, host: string): SessionTarget {

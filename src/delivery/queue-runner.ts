@@ -100,7 +100,7 @@ export class QueueRunner {
     this.context = {
       store: this.store,
       writer: new MessageWriter(layout),
-      transport: deps.transport({ onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent) }),
+      transport: deps.transport({ onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent), logger: deps.logger }),
       slots: new DeliverySlots(config.concurrency, config.maxConnectionsPerDestination),
       hostname: config.hostname,
       clock: this.clock,

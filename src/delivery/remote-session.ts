@@ -5,7 +5,6 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { RecordedReply } from '../spool/envelope.js';
 import { parseEnhancedCode, replyExcerpt } from './classify.js';
 import { DeliveryFailure, deliveryFailureFrom, type FailureStage } from './delivery-failure.js';
-import { isUnspecifiedAddress } from './mx-order.js';
 import { ReplyDeadlines, type SmtpDeadlines } from './smtp-deadlines.js';
 import type { OutgoingDsn } from './transport.js';
 
@@ -73,15 +72,10 @@ export interface TransactionEnvelope {
   dsn?: OutgoingDsn;
 }
 
-/** Refused before any packet is sent (classified by NETWORK_ERRORS as 4.4.4). */
-class UnspecifiedAddressError extends Error {
-  readonly code = 'EUNSPECIFIEDADDR';
-}
-
 /**
  * One SMTP connection to one MX address, reusable for several messages (RSET between them). Built on
  * nodemailer's SMTPConnection (EHLO, STARTTLS, PIPELINING, dot-stuffing, TCP_NODELAY) over a socket we connect
- * ourselves, so the address is checked before connecting and every reply runs against its own deadline.
+ * ourselves, so every reply runs against its own deadline.
  * Every failure leaves here as a DeliveryFailure.
  */
 export class RemoteSession {
@@ -110,9 +104,6 @@ export class RemoteSession {
     const deadlines = new ReplyDeadlines(target.deadlines, (error) => connection?._socket?.destroy(error));
     const failure = (error: unknown, stage: FailureStage = deadlines.current) =>
       deliveryFailureFrom(deadlines.expired ?? error, { mx: target.host, ip: target.ip, stage, greeted: deadlines.replies > 0 });
-    if (isUnspecifiedAddress(target.ip)) {
-      throw failure(new UnspecifiedAddressError(`${target.host} resolves to unspecified address ${target.ip}; not connecting`), 'connect');
-    }
     let connection: ExtendedConnection | undefined;
     const socket = await connectSocket(target).catch((error) => Promise.reject(failure(error, 'connect')));
     // nodemailer's own timers only back ours up: its greeting and setup timers run from the connect.

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { Logger } from '../shared/logger.js';
 import type { RecordedReply } from '../spool/envelope.js';
 import type { TlsDetails } from './remote-session.js';
 import type { Verdict } from './classify.js';
@@ -19,6 +20,8 @@ export interface Transport {
 export interface TransportHooks {
   /** A DNS look-up failed, whether or not another MX then took the mail. */
   onDnsFailure(permanent: boolean): void;
+  /** The runner's logger, for what the transport decides before any recipient's outcome (a refused MX address). */
+  logger: Logger;
 }
 
 /** The composition root passes a factory, so the transport can report to the runner's metrics. */

@@ -66,12 +66,16 @@ describe('mta-queue command line', () => {
       [['--concurrency', '0'], /--concurrency/],
       [['--max-queue-time', 'forever'], /--max-queue-time/],
       [['--frobnicate'], /unknown option/],
+      [['--allow-private-destinations=maybe'], /--allow-private-destinations: "maybe" is not yes or no/],
     ] as const) {
       const result = await runCli('mta-queue', [...args]);
       assert.equal(result.code, 2, result.stderr);
       assert.equal(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
       assert.match(result.stderr, pattern);
     }
+    const fromEnv = await runCli('mta-queue', [], { env: { MTA_ALLOW_PRIVATE_DESTINATIONS: 'sure' } });
+    assert.equal(fromEnv.code, 2, fromEnv.stderr);
+    assert.match(fromEnv.stderr, /^mta-queue: --allow-private-destinations: "sure" is not yes or no\n$/);
   });
 
   test('--once delivers what is due, leaves deferred mail queued, and exits 0; list shows it', async () => {

@@ -37,7 +37,7 @@ function trickle(connection: RawMxConnection, code: number): Promise<void> {
 async function transportTo(host: string, port: number): Promise<MxTransport> {
   const dns = await startDnsServer({ 'slow.test': { mx: [{ preference: 10, exchange: 'mx.slow.test' }] }, 'mx.slow.test': { a: [host] } });
   cleanups.push(() => dns.close());
-  const transport = new MxTransport({ resolver: await resolverFor(dns), port, ehloName: 'relay.test', maxConnectionsPerDestination: 2, deadlines: TIGHT, idleTimeout: 1_000 });
+  const transport = new MxTransport({ resolver: await resolverFor(dns), port, allowPrivateDestinations: true, ehloName: 'relay.test', maxConnectionsPerDestination: 2, deadlines: TIGHT, idleTimeout: 1_000 });
   cleanups.push(async () => transport.close());
   return transport;
 }

@@ -38,7 +38,7 @@ async function deliverAgainst(host: string, reply: string) {
   cleanups.push(() => dns.close());
   const resolver = new Resolver({ timeout: 500, tries: 1 });
   resolver.setServers([dns.address]);
-  const transport = new MxTransport({ resolver, port: mx.port, ehloName: 'relay.test', maxConnectionsPerDestination: 2, idleTimeout: 1_000 });
+  const transport = new MxTransport({ resolver, port: mx.port, allowPrivateDestinations: true, ehloName: 'relay.test', maxConnectionsPerDestination: 2, idleTimeout: 1_000 });
   cleanups.push(async () => transport.close());
   const attempt = await transport.deliver('big.test', ['bob@big.test'], message);
   return { outcome: attempt.outcomes.get('bob@big.test')!, closedByPeer: () => closedByPeer };

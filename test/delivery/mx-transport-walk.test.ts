@@ -17,7 +17,7 @@ async function transportFor(zone: DnsZone, port: number): Promise<MxTransport> {
   cleanups.push(() => dns.close());
   const resolver = new Resolver({ timeout: 500, tries: 1 });
   resolver.setServers([dns.address]);
-  const transport = new MxTransport({ resolver, port, ehloName: 'relay.test', maxConnectionsPerDestination: 2, deadlines: { connect: 1_000, greeting: 1_000 }, idleTimeout: 1_000 });
+  const transport = new MxTransport({ resolver, port, allowPrivateDestinations: true, ehloName: 'relay.test', maxConnectionsPerDestination: 2, deadlines: { connect: 1_000, greeting: 1_000 }, idleTimeout: 1_000 });
   cleanups.push(async () => transport.close());
   return transport;
 }
@@ -61,7 +61,7 @@ test('an MX resolving to an unspecified address is never connected to; the recip
   assert.equal(local.connections, 0, 'nothing connected to 0.0.0.0');
   assert.deepEqual(attempt.outcomes.get('bob@zero.test'), {
     verdict: 'transient',
-    reply: { code: null, enhanced: '4.4.4', text: 'mx2.zero.test resolves to unspecified address 0.1.2.3; not connecting' },
+    reply: { code: null, enhanced: '4.4.4', text: 'MX mx2.zero.test resolves only to unspecified address 0.1.2.3; not connecting' },
   });
   assert.deepEqual([attempt.mx, attempt.ip], ['mx2.zero.test', '0.1.2.3']);
 });
