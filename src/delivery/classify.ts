@@ -84,6 +84,8 @@ const NETWORK_ERRORS: Readonly<Record<string, string>> = {
   EDEADLINE: '4.4.2',
   EREFUSEDADDRESS: '4.4.4',
   EDNS: '4.4.3',
+  // Ours (resolve-mx.ts): a CNAME chain that loops is a zone to repair, not a domain without mail.
+  ECNAMELOOP: '4.4.3',
   ESERVFAIL: '4.4.3',
   ETIMEOUT: '4.4.3',
   EAI_AGAIN: '4.4.3',

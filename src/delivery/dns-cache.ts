@@ -29,6 +29,10 @@ export class CachingResolver implements DnsResolver {
     return this.cached(`aaaa:${host}`, () => this.resolver.resolve6(host));
   }
 
+  resolveCname(name: string): Promise<string[]> {
+    return this.cached(`cname:${name}`, () => this.resolver.resolveCname(name));
+  }
+
   private cached<T>(key: string, lookup: () => Promise<T>): Promise<T> {
     const now = this.now();
     const hit = this.entries.get(key);

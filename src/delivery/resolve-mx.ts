@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { DeliveryFailure } from './delivery-failure.js';
+import { DeliveryFailure, deliveryFailureFrom } from './delivery-failure.js';
 import { planMxHosts, type MxRecord } from './mx-order.js';
 
 /*
@@ -15,6 +15,7 @@ export interface DnsResolver {
   resolveMx(domain: string): Promise<MxRecord[]>;
   resolve4(host: string): Promise<string[]>;
   resolve6(host: string): Promise<string[]>;
+  resolveCname(name: string): Promise<string[]>;
 }
 
 /**
@@ -29,6 +30,14 @@ function dnsFailure(text: string, enhanced: string, host: string | null, cause?:
 // node reports NXDOMAIN as ENOTFOUND and an existing name without records of the type as ENODATA.
 const NO_SUCH_NAME = 'ENOTFOUND';
 const NO_RECORDS = 'ENODATA';
+
+/** Aliases followed to tell a CNAME loop from a name without records; a longer chain counts as a loop. */
+const MAX_CNAME_CHAIN = 8;
+
+/** A CNAME chain that comes back on itself (RFC 1034 §3.6.2); classify.ts NETWORK_ERRORS makes it 4.4.3. */
+class CnameLoopError extends Error {
+  readonly code = 'ECNAMELOOP';
+}
 
 export interface MxTarget {
   /** The name to present in TLS SNI and logs. */
@@ -54,7 +63,10 @@ export async function resolveMxTargets(domain: string, resolver: DnsResolver): P
   if (plan.kind === 'null-mx') throw dnsFailure(`domain ${domain} accepts no mail (null MX, RFC 7505)`, '5.1.10', null);
   if (plan.kind === 'implicit') {
     const addresses = await hostAddresses(domain, resolver);
-    if (addresses.length === 0) throw dnsFailure(`domain ${domain} has no MX, A or AAAA records`, '5.1.2', null);
+    if (addresses.length === 0) {
+      await refuseCnameLoop(domain, resolver);
+      throw dnsFailure(`domain ${domain} has no MX, A or AAAA records`, '5.1.2', null);
+    }
     return [{ host: domain, addresses: async () => addresses }];
   }
   return plan.hosts.map((host) => ({ host, addresses: () => hostAddresses(host, resolver) }));
@@ -70,6 +82,30 @@ async function hostAddresses(host: string, resolver: DnsResolver): Promise<strin
     throw dnsFailure(`address lookup for ${host} failed (${code ?? 'error'})`, '4.4.3', host, failure.reason);
   }
   return found;
+}
+
+/**
+ * A looping CNAME answers every type with the aliases alone, which node reports as no records, not as an error:
+ * told apart here from a domain that has none, since a loop is a broken zone its owner will fix (a DNS failure, to
+ * retry), not a verdict on the domain. Asked only on the way to a 5.1.2.
+ */
+async function refuseCnameLoop(domain: string, resolver: DnsResolver): Promise<void> {
+  const chain = [canonical(domain)];
+  for (;;) {
+    const name = chain.at(-1)!;
+    const [target] = await resolver.resolveCname(name).catch((error: NodeJS.ErrnoException) => {
+      if ([NO_SUCH_NAME, NO_RECORDS].includes(error.code ?? '')) return [];
+      throw dnsFailure(`CNAME lookup for ${name} failed (${error.code ?? 'error'})`, '4.4.3', null, error);
+    });
+    if (target === undefined) return;
+    chain.push(canonical(target));
+    if (chain.indexOf(chain.at(-1)!) < chain.length - 1 || chain.length > MAX_CNAME_CHAIN) break;
+  }
+  throw deliveryFailureFrom(new CnameLoopError(`CNAME loop: ${chain.join(' → ')}`), { mx: null, ip: null, stage: 'dns', greeted: false });
+}
+
+function canonical(name: string): string {
+  return name.toLowerCase().replace(/\.$/, '');
 }
 
 /**

@@ -141,6 +141,8 @@ test('delivery errors: SMTP replies, network failures, our DNS verdicts, and the
     { name: 'TLS failure', error: { code: 'ETLS', message: 'Error initiating TLS' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.2', text: 'Error initiating TLS' } },
     { name: 'reset', error: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), verdict: 'transient', reply: { code: null, enhanced: '4.4.2', text: 'read ECONNRESET' } },
     { name: 'unreachable', error: { code: 'EHOSTUNREACH', message: 'no route' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.1', text: 'no route' } },
+    { name: 'CNAME loop from our DNS layer', error: { code: 'ECNAMELOOP', message: 'CNAME loop: a.test → b.test → a.test' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.3', text: 'CNAME loop: a.test → b.test → a.test' } },
+    { name: 'MX address we do not connect to', error: { code: 'EREFUSEDADDRESS', message: 'MX mx.example resolves only to loopback address 127.0.0.1; not connecting' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.4', text: 'MX mx.example resolves only to loopback address 127.0.0.1; not connecting' } },
     { name: 'DNS servfail', error: { code: 'ESERVFAIL', message: 'queryMx ESERVFAIL example.net' }, verdict: 'transient', reply: { code: null, enhanced: '4.4.3', text: 'queryMx ESERVFAIL example.net' } },
     {
       name: 'null MX from our DNS layer',

@@ -39,6 +39,11 @@ describe('mta-queue delivery', () => {
         'aonly.test': { a: [hosts[MX.ok]!] },
         'nullmx.test': { mx: [{ preference: 0, exchange: '.' }] },
         'servfail.test': { rcode: 'SERVFAIL' },
+        'loop.test': { cname: 'loop2.test' },
+        'loop2.test': { cname: 'loop.test' },
+        'alias.test': { cname: 'aonly.test' },
+        'dangling.test': { cname: 'nomail.test' },
+        'nomail.test': { txt: ['v=spf1 -all'] },
         'greylist.test': { mx: [{ preference: 5, exchange: 'mx.greylist.test' }] },
         'mx.greylist.test': { a: [hosts[MX.greylist]!] },
         'reject.test': { mx: [{ preference: 5, exchange: 'mx.reject.test' }] },
@@ -93,6 +98,15 @@ describe('mta-queue delivery', () => {
     assert.equal(deferred?.domain, 'servfail.test');
     assert.match(String(deferred?.enhanced), /^4\./);
     assert.equal((await f.files('deferred')).filter((name) => name.includes(id)).length, 1, 'still queued for the deferred recipient');
+  });
+
+  test('a domain whose CNAME loops defers (4.4.3, a DNS failure); an alias that ends in no records still bounces', async () => {
+    const id = await f.enqueue('news@shop.example', ['a@loop.test', 'b@alias.test', 'c@dangling.test'], MESSAGE);
+    await f.runOnce();
+    const [deferred] = logFor(id, 'deferred');
+    assert.deepEqual([deferred?.domain, deferred?.enhanced, deferred?.reply], ['loop.test', '4.4.3', 'CNAME loop: loop.test → loop2.test → loop.test']);
+    assert.ok(mx('ok').messages.some((m) => m.to.includes('b@alias.test')), 'a working alias delivers');
+    assert.deepEqual(logFor(id, 'bounced').map((line) => [line.domain, line.enhanced]), [['dangling.test', '5.1.2']]);
   });
 
   test('a TLS handshake that fails is retried once in clear and delivered', async () => {

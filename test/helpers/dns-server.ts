@@ -16,6 +16,8 @@ import dnsPacket, { type Answer, type DecodedPacket, type OptAnswer, type Packet
  *   no answer at all (drop: true)                 -> 'ETIMEOUT'; c-ares doubles the timeout on each try, so
  *                                                    `new Resolver({ timeout: t, tries: n })` gives up after t·(2^n − 1) ms
  * A null MX (`MX 0 .`, RFC 7505) resolves to `[{ exchange: '', priority: 0 }]`: the root name comes back empty.
+ * A CNAME chain that ends without a record of the asked type (a loop, a → b → a, included) resolves to `[]`, not
+ * ENODATA: c-ares sees answers, none of the type; `resolveCname` gives the name's own CNAME target.
  * Node's resolver keeps no cache, so `setZone` applies to the very next query whatever the TTL.
  */
 
@@ -34,6 +36,11 @@ export interface DnsRecords {
    * RFC 1035 §3.3.14); a resolver hands each record back as that list.
    */
   txt?: (string | string[])[];
+  /**
+   * An alias (RFC 1034 §3.6.2): the name has no other records, and a query for any other type follows it within
+   * the zone, the CNAMEs first in the answer, as an authoritative server does (RFC 1034 §4.3.2), up to a loop.
+   */
+  cname?: string;
   /** Answer every query for the name with this error instead of records. */
   rcode?: 'NXDOMAIN' | 'SERVFAIL' | 'REFUSED';
   /** Never answer queries for the name, so the client times out. */
@@ -112,9 +119,26 @@ function recordsToAnswers(name: string, type: string, records: DnsRecords, ttl: 
       return (records.aaaa ?? []).map((ip) => ({ type: 'AAAA', name, ttl, class: 'IN', data: ip }));
     case 'TXT':
       return (records.txt ?? []).map((txt) => ({ type: 'TXT', name, ttl, class: 'IN', data: typeof txt === 'string' ? [txt] : txt }));
+    case 'CNAME':
+      return records.cname ? [{ type: 'CNAME', name, ttl, class: 'IN', data: records.cname }] : [];
     default:
       return [];
   }
+}
+
+/** The CNAMEs from `name` on within the zone, then the records of `type` where the chain ends; a loop ends it. */
+function followAliases(zone: ReadonlyMap<string, DnsRecords>, name: string, type: string, records: DnsRecords, ttl: number): Answer[] {
+  const answers: Answer[] = [];
+  const seen = new Set<string>();
+  let owner = name;
+  let current: DnsRecords | undefined = records;
+  while (current?.cname && type !== 'CNAME' && !seen.has(canonicalName(owner))) {
+    seen.add(canonicalName(owner));
+    answers.push(...recordsToAnswers(owner, 'CNAME', current, ttl));
+    owner = current.cname;
+    current = zone.get(canonicalName(owner));
+  }
+  return current && !seen.has(canonicalName(owner)) ? [...answers, ...recordsToAnswers(owner, type, current, ttl)] : answers;
 }
 
 /** The reply to one query, or null when the name is to stay silent. Pure: the zone is read, not changed. */
@@ -123,7 +147,7 @@ function answerQuery(zone: ReadonlyMap<string, DnsRecords>, query: DecodedPacket
   const records = question && zone.get(canonicalName(question.name));
   if (records?.drop) return null;
   const rcode = !question ? RCODES.FORMERR : records ? RCODES[records.rcode ?? 'NOERROR'] : RCODES.NXDOMAIN;
-  const answers = question && records && rcode === RCODES.NOERROR ? recordsToAnswers(question.name, question.type, records, ttl) : [];
+  const answers = question && records && rcode === RCODES.NOERROR ? followAliases(zone, question.name, question.type, records, ttl) : [];
   const negative = rcode === RCODES.NXDOMAIN || (rcode === RCODES.NOERROR && answers.length === 0);
   return {
     type: 'response',

@@ -23,6 +23,9 @@ const ZONE: DnsZone = {
   'silent.test': { drop: true },
   // 100 A records are 1.6 kB, over the 1232 bytes c-ares offers over UDP: truncated, then asked over TCP.
   'big.test': { a: Array.from({ length: 100 }, (_, i) => `127.0.1.${i}`) },
+  'alias.test': { cname: 'mx2.a.test' },
+  'loop.test': { cname: 'loop2.test' },
+  'loop2.test': { cname: 'loop.test' },
 };
 
 async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<void> {
@@ -55,6 +58,14 @@ describe('dns-server', () => {
     const started = Date.now();
     await rejectsWithCode(resolver.resolveMx('silent.test'), 'ETIMEOUT');
     assert.ok(Date.now() - started < 2_000, 'bounded by the resolver timeout');
+  });
+
+  test('a CNAME is followed within the zone; a CNAME loop answers no records and no error', async () => {
+    assert.deepEqual(await resolver.resolve4('alias.test'), ['127.0.0.3']);
+    assert.deepEqual(await resolver.resolveMx('alias.test'), [], 'the chain ends without MX: an empty answer, not ENODATA');
+    assert.deepEqual(await resolver.resolveCname('alias.test'), ['mx2.a.test']);
+    for (const lookup of ['resolveMx', 'resolve4', 'resolve6'] as const) assert.deepEqual(await resolver[lookup]('loop.test'), [], lookup);
+    assert.deepEqual(await resolver.resolveCname('loop2.test'), ['loop.test']);
   });
 
   test('setZone applies to the next query: node does not cache answers', async () => {
