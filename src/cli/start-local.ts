@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -49,6 +49,12 @@ function parseStartFlags(): { realMx: boolean } {
 
 const exists = (file: string) => access(file).then(() => true, () => false);
 
+/** Creates or rewrites `file`, then gives it `mode` whatever it had before (creation modes apply to new files only). */
+async function withMode(file: string, mode: number, write: (file: string) => Promise<unknown>): Promise<void> {
+  await write(file);
+  await chmod(file, mode);
+}
+
 async function ensureCertificate(): Promise<void> {
   if ((await exists(certFile)) && (await exists(keyFile))) return;
   const pems = await selfsigned.generate([{ name: 'commonName', value: 'localhost' }], {
@@ -56,9 +62,10 @@ async function ensureCertificate(): Promise<void> {
     algorithm: 'sha256',
     extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] }],
   });
-  await mkdir(path.dirname(certFile), { recursive: true });
-  await writeFile(certFile, pems.cert);
-  await writeFile(keyFile, pems.private, { mode: 0o600 });
+  // Modes set outright, not left to the umask: under `umask 000` anyone could have swapped the certificate.
+  await withMode(path.dirname(certFile), 0o755, (dir) => mkdir(dir, { recursive: true, mode: 0o755 }));
+  await withMode(certFile, 0o644, (file) => writeFile(file, pems.cert, { mode: 0o644 }));
+  await withMode(keyFile, 0o600, (file) => writeFile(file, pems.private, { mode: 0o600 }));
   console.log(`created a self-signed certificate: ${certFile}`);
 }
 

@@ -39,13 +39,18 @@ function shellWords(line: string): string[] {
   return [...line.trim().matchAll(/'([^']*)'|(\S+)/g)].map((match) => match[1] ?? match[2]!);
 }
 
-test('npm start: the printed swaks line reaches the local inbox, shown at /inbox with the printed web login', { timeout: 90_000 }, async (t) => {
-  if (!(await toolAvailable(t, TOOLS.swaks))) return;
+/**
+ * npm start in a temporary directory on free ports, under `umask` when given (through sh, as a shell would start
+ * it); its output collected until it prints the swaks line. Stopped, and the directory removed, after the test.
+ */
+async function startStack(umask?: string): Promise<{ dir: string; printed: string; ports: { port: number; webPort: number; inboxPort: number } }> {
   const { dir, cleanup } = await tempDir('mta-start-');
-  const [port, webPort, inboxPort] = [await freePort(), await freePort(), await freePort()];
+  const ports = { port: await freePort(), webPort: await freePort(), inboxPort: await freePort() };
+  const script = path.join(REPO_ROOT, 'dist/cli/start-local.js');
   let output = '';
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/cli/start-local.js')], {
-    env: { ...process.env, MTA_START_DIR: dir, MTA_PORT: String(port), MTA_START_WEB_PORT: String(webPort), MTA_START_INBOX_PORT: String(inboxPort) },
+  const [command, args] = umask === undefined ? [process.execPath, [script]] : ['sh', ['-c', `umask ${umask}; exec "$0" "$1"`, process.execPath, script]];
+  const child = spawn(command, args, {
+    env: { ...process.env, MTA_START_DIR: dir, MTA_PORT: String(ports.port), MTA_START_WEB_PORT: String(ports.webPort), MTA_START_INBOX_PORT: String(ports.inboxPort) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
@@ -57,8 +62,15 @@ test('npm start: the printed swaks line reaches the local inbox, shown at /inbox
     }
     await cleanup();
   });
-
   const printed = await waitForOutput(child, () => output, (text) => /^\s*swaks .*$/m.test(text) && /web UI: http/.test(text), 'swaks line');
+  return { dir, printed, ports };
+}
+
+const modeOf = async (file: string) => (await stat(file)).mode & 0o777;
+
+test('npm start: the printed swaks line reaches the local inbox, shown at /inbox with the printed web login', { timeout: 90_000 }, async (t) => {
+  if (!(await toolAvailable(t, TOOLS.swaks))) return;
+  const { dir, printed, ports: { webPort, inboxPort } } = await startStack();
   const swaksLine = /^\s*(swaks .*)$/m.exec(printed)![1]!;
   const webLogin = /web UI: (http:\/\/127\.0\.0\.1:\d+\/)\s+log in as "([^"]+)" with password: (\S+)/.exec(printed);
   assert.ok(webLogin, `no web login printed:\n${printed}`);
@@ -68,7 +80,7 @@ test('npm start: the printed swaks line reaches the local inbox, shown at /inbox
   assert.equal(webUrl, `http://127.0.0.1:${webPort}/`);
   assert.match(printed, new RegExp(`local test inbox \\(127\\.0\\.0\\.1:${inboxPort}\\)`));
   // Both password files hold secrets: readable by their owner only.
-  for (const file of ['users.txt', 'web-users.txt']) assert.equal((await stat(path.join(dir, file))).mode & 0o777, 0o600, file);
+  for (const file of ['users.txt', 'web-users.txt']) assert.equal(await modeOf(path.join(dir, file)), 0o600, file);
 
   // The daemons print the line before they listen: retry the submission until mta-server answers.
   const subject = `npm start check ${Date.now()}`;
@@ -95,4 +107,23 @@ test('npm start: the printed swaks line reaches the local inbox, shown at /inbox
   assert.match(inbox, /someone@example\.com/);
   // One message, so the subject is not a stale listing: exactly one row links to a message.
   assert.equal(inbox.match(/href="\/inbox\/[0-9a-z]{9}-[0-9a-f]{8}"/g)?.length, 1);
+});
+
+test('npm start under umask 000: nothing it creates is writable by others, secrets readable by their owner only', { timeout: 60_000 }, async () => {
+  const { dir } = await startStack('000');
+  const expected: [string, number][] = [
+    ['certs', 0o755],
+    ['certs/cert.pem', 0o644],
+    ['certs/key.pem', 0o600],
+    ['users.txt', 0o600],
+    ['web-users.txt', 0o600],
+    ['var', 0o700],
+    ['var/inbox', 0o700],
+    ['var/mailqueue', 0o700],
+  ];
+  for (const [file, mode] of expected) assert.equal((await modeOf(path.join(dir, file))).toString(8), mode.toString(8), file);
+  // The spool's own directories come from the daemons as they start (spool/layout.ts: 0700 whatever the umask).
+  const spoolDirs = ['incoming', 'deferred', 'data', 'tmp', 'corrupt'].map((name) => path.join(dir, 'var/mailqueue', name));
+  await eventually(async () => (await Promise.all(spoolDirs.map((file) => modeOf(file).catch(() => null)))).every((mode) => mode !== null), 'the spool is made', 20_000);
+  for (const file of spoolDirs) assert.equal((await modeOf(file)).toString(8), '700', file);
 });
