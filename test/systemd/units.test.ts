@@ -138,7 +138,7 @@ describe('systemd units', () => {
     for (const cli of ['mta-server', 'mta-queue']) {
       const help = await run(process.execPath, [path.join(REPO_ROOT, 'dist/cli', `${cli}.js`), '--help']);
       assert.equal(help.code, 0, transcript(help));
-      for (const match of help.stdout.matchAll(/\(env:\s+(MTA_[A-Z0-9_]+)\)/g)) read.add(match[1]!);
+      for (const match of help.stdout.matchAll(/[(,]\s*env:\s+(MTA_[A-Z0-9_]+)\)/g)) read.add(match[1]!);
     }
     assert.ok(read.size > 20, `the --help output lists the variables: ${[...read].join(' ')}`);
     assert.deepEqual([...read].filter((name) => !documented.has(name)).sort(), [], 'variables missing from systemd/env.example');
