@@ -126,7 +126,7 @@ export class MxTransport implements Transport {
     // The relay host is the operator's own choice, often on a private network; only an MX is anyone's to publish.
     const privateAllowed = this.options.allowPrivateDestinations || Boolean(this.options.relayHost);
     const usable = addresses.filter((ip) => mayConnectTo(ip, privateAllowed));
-    const refused = addresses.filter((ip) => !usable.includes(ip));
+    const refused = addresses.filter((ip) => !mayConnectTo(ip, privateAllowed));
     if (refused.length === 0) return { usable };
     const role = this.options.relayHost ? 'relay host' : 'MX';
     const described = refused.slice(0, MAX_REFUSED_LOGGED).map((ip) => `${addressScope(ip)} address ${ip}`);
