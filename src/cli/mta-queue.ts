@@ -5,6 +5,7 @@ import { Registry } from 'prom-client';
 import { resolveQueueConfig, type QueueFlags } from '../config/queue-config.js';
 import { mxTransport } from '../delivery/mx-transport.js';
 import { QueueRunner } from '../delivery/queue-runner.js';
+import { logRelayHostWarnings } from '../delivery/relay-warnings.js';
 import { systemClock } from '../shared/clock.js';
 import { createMetricsRegistry } from '../shared/metrics.js';
 import { addDkimCommands } from './dkim-cli.js';
@@ -27,7 +28,8 @@ const program = new Command('mta-queue')
   .addOption(envOption('--allow-private-destinations [yes|no]', 'dial MX addresses on loopback, private or link-local networks (a lab); implied by --smtp-port other than 25 [no]').preset('yes'))
   .addOption(envOption('--relay-host <host[:port]>', 'send every message to this host instead of the MXes (Postfix relayhost), IPv6 as [::1]:2525 [off]'))
   .addOption(envOption('--relay-auth-file <file>', 'one user:password line: AUTH to the relay host after STARTTLS [none]'))
-  .addOption(envOption('--relay-tls <mode>', 'require or may: TLS towards the relay host [require with auth, else may]'))
+  .addOption(envOption('--relay-tls <mode>', 'verify (chain and name checked), require (encrypted, unchecked) or may (clear text without STARTTLS, never AUTH): TLS towards the relay host [verify with auth, else may]'))
+  .addOption(envOption('--relay-ca <file>', 'extra CA certificates (PEM) for --relay-tls verify, a private relay [none]'))
   .addOption(envOption('--retry-schedule <list>', 'waits between attempts, 5m*3 repeats, the last repeats [1m,5m,15m,30m,1h,2h,4h]'))
   .addOption(envOption('--max-queue-time <dur>', 'after this a deferred recipient bounces (expired) [5d]'))
   .addOption(envOption('--max-connections-per-destination <n>', 'simultaneous connections per recipient domain [10]'))
@@ -49,10 +51,11 @@ const program = new Command('mta-queue')
   .addOption(envOption('--log-keep <n>', 'with --log-file: rotated files kept besides the current one [7]'))
   .addOption(envOption('--metrics <addr:port>', 'serve Prometheus /metrics and /healthz, e.g. 127.0.0.1:9588; a bare port means 127.0.0.1 [off]'))
   .action(async (flags: Partial<QueueFlags> & { once?: boolean }) => {
-    const config = resolveQueueConfig(flags, os.hostname());
+    const config = resolveQueueConfig(flags, os.hostname(), process.env.NODE_EXTRA_CA_CERTS);
     const logger = await openDaemonLogger('mta-queue', config);
     // It is our EHLO name and the DSN's Reporting-MTA: receivers and their filters expect a fully qualified name.
     if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
+    await logRelayHostWarnings(config.relayHost, logger);
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
     // The web UI's chart reads the delivery counters, so they are kept when it runs even without --metrics.

@@ -29,7 +29,7 @@ export interface QueueConfig extends ObservabilityConfig {
   dkimDir: string;
   /** `--dkim-default-domain`: whose key signs when neither the From: domain nor a parent of it has one; null: none. */
   dkimDefaultDomain: string | null;
-  /** `--relay-host` (with `--relay-auth-file`, `--relay-tls`): every message to this host instead of the MXes; null: the MXes. */
+  /** `--relay-host` (with `--relay-auth-file`, `--relay-tls`, `--relay-ca`): every message to this host instead of the MXes; null: the MXes. */
   relayHost: RelayHostConfig | null;
   /** `--web` (with `--web-users`, `--web-cert`, `--web-key`): the web UI and its API; null: off. */
   web: WebConfig | null;
@@ -63,6 +63,7 @@ export const QUEUE_FLAG_DEFAULTS = {
   relayHost: undefined,
   relayAuthFile: undefined,
   relayTls: undefined,
+  relayCa: undefined,
   web: undefined,
   webUsers: '/etc/mta-relay/web-users.txt',
   webCert: undefined,
@@ -71,7 +72,8 @@ export const QUEUE_FLAG_DEFAULTS = {
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
-export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: string): QueueConfig {
+/** `nodeExtraCaCerts`: the process's NODE_EXTRA_CA_CERTS, which `--relay-ca` adds to rather than replaces. */
+export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: string, nodeExtraCaCerts?: string): QueueConfig {
   const value = (name: keyof QueueFlags) => flags[name] ?? QUEUE_FLAG_DEFAULTS[name] ?? '';
   const dns = value('dnsServers');
   const smtpPort = parsePort(value('smtpPort'), '--smtp-port');
@@ -93,7 +95,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     localErrorBackoff: 60_000,
     dkimDir: value('dkimDir'),
     dkimDefaultDomain: parseDefaultDomain(value('dkimDefaultDomain')),
-    relayHost: resolveRelayHost(value('relayHost'), value('relayAuthFile'), value('relayTls')),
+    relayHost: resolveRelayHost({ host: value('relayHost'), authFile: value('relayAuthFile'), tls: value('relayTls'), ca: value('relayCa'), nodeExtraCaCerts }),
     web: resolveWeb(value),
     inboxDir: value('inboxDir') || null,
     ...resolveObservability(value),

@@ -83,6 +83,8 @@ const NETWORK_ERRORS: Readonly<Record<string, string>> = {
   // connect to (address-scope.ts: this host, or our own networks outside a lab set-up; X.4.4 unable to route).
   EDEADLINE: '4.4.2',
   EREFUSEDADDRESS: '4.4.4',
+  // Ours: a relay certificate that --relay-tls verify refused (RFC 3463 X.7.5, cryptographic failure).
+  ECERTUNTRUSTED: '4.7.5',
   EDNS: '4.4.3',
   // Ours (resolve-mx.ts): a CNAME chain that loops is a zone to repair, not a domain without mail.
   ECNAMELOOP: '4.4.3',

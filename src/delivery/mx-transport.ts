@@ -4,13 +4,14 @@ import type { Clock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import type { RecordedReply } from '../spool/envelope.js';
 import type { Readable } from 'node:stream';
+import { createSecureContext } from 'node:tls';
 import { addressScope, mayConnectTo, RefusedAddressError } from './address-scope.js';
 import { capabilityRefusal, classifySmtpReply } from './classify.js';
 import { DeliveryFailure, deliveryFailureFrom } from './delivery-failure.js';
 import { CachingResolver } from './dns-cache.js';
 import { mayTryAnotherAddress, MX_LIMITS, type MxLimits, type MxWalk } from './mx-order.js';
 import { readWhole, sevenBitForm } from './eight-bit.js';
-import { RemoteSession, type SessionTarget, type TransactionResult } from './remote-session.js';
+import { RemoteSession, UntrustedCertificateError, type SessionTarget, type TransactionResult } from './remote-session.js';
 import { resolveMxTargets, resolveRelayTargets, type DnsResolver } from './resolve-mx.js';
 import { POSTFIX_DEADLINES, type SmtpDeadlines } from './smtp-deadlines.js';
 import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
@@ -73,9 +74,13 @@ export function mxTransport(config: QueueConfig, resolver: DnsResolver, clock: C
 export class MxTransport implements Transport {
   private readonly idle = new Map<string, { session: RemoteSession; timer: NodeJS.Timeout }[]>();
   private readonly deadlines: SmtpDeadlines;
+  /** `--relay-tls verify`: the CAs are parsed once here, not at every connection. */
+  private readonly verifyTls: SessionTarget['verifyTls'];
 
   constructor(private readonly options: TransportOptions) {
     this.deadlines = { ...POSTFIX_DEADLINES, ...options.deadlines };
+    const relay = options.relayHost;
+    if (relay?.tls === 'verify') this.verifyTls = { trust: relay.trustedCas ? createSecureContext({ ca: relay.trustedCas }) : null };
   }
 
   async deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
@@ -141,7 +146,7 @@ export class MxTransport implements Transport {
   }
 
   private target(ip: string, host: string): SessionTarget {
-    return { ip, port: this.options.port, host, ehloName: this.options.ehloName, deadlines: this.deadlines, maxReplyBytes: this.options.maxReplyBytes };
+    return { ip, port: this.options.port, host, ehloName: this.options.ehloName, deadlines: this.deadlines, maxReplyBytes: this.options.maxReplyBytes, verifyTls: this.verifyTls };
   }
 
   /** Throws (a DeliveryFailure) only when this MX address could not take the transaction at all (try the next one). */
@@ -215,26 +220,30 @@ export class MxTransport implements Transport {
   }
 
   /**
-   * With `--relay-tls require`, no clear-text fallback: no STARTTLS or a failed handshake defers the recipients
-   * before AUTH or MAIL is sent (Postfix smtp_tls_security_level=encrypt, 4.7.4 / 4.7.5). Then AUTH, if configured.
+   * With `--relay-tls verify` or `require`, no clear-text fallback: no STARTTLS, a failed handshake or (verify) a
+   * certificate that does not check out defers the recipients before AUTH or MAIL is sent (Postfix
+   * smtp_tls_security_level=secure / encrypt, 4.7.4 / 4.7.5). Then AUTH, if configured, which never goes in clear.
    */
   private async connectToRelay(target: SessionTarget, relay: RelayHostConfig): Promise<RemoteSession> {
     const tlsRefusal = (enhanced: string, text: string, cause?: unknown) =>
       new DeliveryFailure({ verdict: 'transient', reply: { code: null, enhanced, text }, mx: target.host, ip: target.ip, stage: 'tls-handshake', greeted: true }, { cause });
+    const inClear = `--relay-tls ${relay.tls} sends nothing in clear text`;
     let session: RemoteSession;
-    if (relay.tls === 'require') {
+    if (relay.tls === 'may') {
+      session = await this.connectToMx(target);
+    } else {
       try {
         session = await RemoteSession.open(target, true);
       } catch (error) {
         if (!(error instanceof DeliveryFailure && error.stage === 'tls-handshake')) throw error;
-        throw tlsRefusal('4.7.5', `TLS handshake with relay host ${target.host} failed; --relay-tls require sends nothing in clear text`, error);
+        const untrusted = error.cause instanceof UntrustedCertificateError ? error.cause : null;
+        if (untrusted) throw tlsRefusal('4.7.5', `relay certificate not trusted: ${untrusted.reason} (${target.host}; --relay-ca FILE for a private CA)`, error);
+        throw tlsRefusal('4.7.5', `TLS handshake with relay host ${target.host} failed; ${inClear}`, error);
       }
       if (!session.tls) {
         session.close();
-        throw tlsRefusal('4.7.4', `relay host ${target.host} does not offer STARTTLS; --relay-tls require sends nothing in clear text`);
+        throw tlsRefusal('4.7.4', `relay host ${target.host} does not offer STARTTLS; ${inClear}`);
       }
-    } else {
-      session = await this.connectToMx(target);
     }
     if (relay.credentials) {
       try {

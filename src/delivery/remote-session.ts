@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { pipeline, Transform, type Readable } from 'node:stream';
-import { checkServerIdentity, TLSSocket } from 'node:tls';
+import { checkServerIdentity, TLSSocket, type ConnectionOptions, type SecureContext } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { RecordedReply } from '../spool/envelope.js';
 import { parseEnhancedCode, replyExcerpt } from './classify.js';
@@ -18,8 +18,13 @@ export interface TlsDetails {
 export interface SessionTarget {
   ip: string;
   port: number;
-  /** MX host name: TLS SNI and the name the certificate is checked against. */
+  /** MX host name: TLS SNI and the name the certificate is checked against (an IP literal: its IP SANs). */
   host: string;
+  /**
+   * Set for a relay host under `--relay-tls verify`: a handshake whose chain (against `trust`, else Node's store)
+   * or name does not check out is aborted, so nothing is sent; unset, any certificate is taken (opportunistic TLS).
+   */
+  verifyTls?: { trust: SecureContext | null };
   /** Our EHLO name. */
   ehloName: string;
   /** How long each reply may take (smtp-deadlines.ts). */
@@ -72,6 +77,19 @@ export interface TransactionEnvelope {
   dsn?: OutgoingDsn;
 }
 
+/** A `verifyTls` handshake aborted because the certificate did not check out (NETWORK_ERRORS: 4.7.5). */
+export class UntrustedCertificateError extends Error {
+  readonly code = 'ECERTUNTRUSTED';
+
+  /** `reason`: Node's, e.g. "self-signed certificate" or "Hostname/IP does not match certificate's altnames: …". */
+  constructor(
+    readonly reason: string,
+    options: { cause: unknown },
+  ) {
+    super(`certificate not trusted: ${reason}`, options);
+  }
+}
+
 /**
  * One SMTP connection to one MX address, reusable for several messages (RSET between them). Built on
  * nodemailer's SMTPConnection (EHLO, STARTTLS, PIPELINING, dot-stuffing, TCP_NODELAY) over a socket we connect
@@ -115,7 +133,7 @@ export class RemoteSession {
       name: target.ehloName,
       ignoreTLS: !useTls,
       opportunisticTLS: true,
-      tls: { servername: target.host, rejectUnauthorized: false },
+      tls: tlsOptions(target),
       connectionTimeout: setup,
       greetingTimeout: setup,
       socketTimeout: SOCKET_BACKSTOP_MS,
@@ -131,9 +149,12 @@ export class RemoteSession {
       const fail = (error: Error) => {
         opened.removeListener('error', fail);
         const duringHandshake = !deadlines.expired && (opened.upgrading === true || (error as { code?: string }).code === 'ETLS');
+        // Node sets it before it destroys the socket of a handshake that rejectUnauthorized aborted.
+        const untrusted = duringHandshake && target.verifyTls && opened._socket instanceof TLSSocket ? opened._socket.authorizationError : undefined;
         deadlines.stop();
         opened.close();
-        reject(failure(error, duringHandshake ? 'tls-handshake' : deadlines.current));
+        const cause = untrusted ? new UntrustedCertificateError(oneLine(error.message), { cause: error }) : error;
+        reject(failure(cause, duringHandshake ? 'tls-handshake' : deadlines.current));
       };
       opened.once('error', fail);
       opened.connect((error?: Error) => {
@@ -170,10 +191,12 @@ export class RemoteSession {
    * defers too). The password goes only to the socket, never into a failure's text.
    */
   authenticate(credentials: { user: string; password: string }): Promise<void> {
-    const refused = (text: string, cause?: unknown) =>
-      new DeliveryFailure({ verdict: 'transient', reply: { code: null, enhanced: '4.7.8', text }, mx: this.target.host, ip: this.target.ip, stage: 'auth', greeted: true }, { cause });
+    const refused = (text: string, cause?: unknown, enhanced = '4.7.8') =>
+      new DeliveryFailure({ verdict: 'transient', reply: { code: null, enhanced, text }, mx: this.target.host, ip: this.target.ip, stage: 'auth', greeted: true }, { cause });
+    // Whoever is on the path would read it: the last guard, whatever --relay-tls says (X.7.10 encryption needed).
+    if (!this.tls) return Promise.reject(refused(`no TLS with relay host ${this.target.host}: the password is never sent in clear text`, undefined, '4.7.10'));
     const offered = (this.connection._supportedAuth ?? []).filter((method) => method === 'PLAIN' || method === 'LOGIN');
-    if (offered.length === 0) return Promise.reject(refused(`relay host ${this.target.host} offers no AUTH PLAIN or LOGIN${this.tls ? '' : ' in clear text'}`));
+    if (offered.length === 0) return Promise.reject(refused(`relay host ${this.target.host} offers no AUTH PLAIN or LOGIN`));
     return new Promise((resolve, reject) => {
       this.connection.login({ user: credentials.user, pass: credentials.password, method: offered[0] } as SMTPConnection.Credentials, (error) => {
         this.deadlines.settle();
@@ -182,7 +205,7 @@ export class RemoteSession {
         const response = (error as { response?: string }).response;
         const reply = response ? replyFromText(response) : null;
         // Not the relay's enhanced code (5.7.8 for bad credentials): the verdict is ours, and transient.
-        const said = reply ? `${reply.code ?? ''} ${reply.text}`.trim() : error.message.replace(/\s+/g, ' ').slice(0, 200);
+        const said = reply ? `${reply.code ?? ''} ${reply.text}`.trim() : oneLine(error.message);
         this.broken = true;
         reject(refused(`relay host ${this.target.host} refused AUTH: ${said}`, error));
       });
@@ -289,6 +312,21 @@ export class RemoteSession {
 function xtext(value: string): string {
   const byte = (b: number) => (b >= 0x21 && b <= 0x7e && b !== 0x2b && b !== 0x3d ? String.fromCharCode(b) : `+${b.toString(16).toUpperCase().padStart(2, '0')}`);
   return Array.from(Buffer.from(value, 'utf8'), byte).join('');
+}
+
+/**
+ * SNI is the host name; an IP literal sends none (RFC 6066 §3) and Node checks the certificate's IP SANs against
+ * the address. Opportunistic TLS (an MX) takes any certificate: refusing it would only push the mail to clear text.
+ */
+function tlsOptions(target: SessionTarget): ConnectionOptions {
+  const servername = net.isIP(target.host) ? undefined : target.host;
+  if (!target.verifyTls) return { servername, rejectUnauthorized: false };
+  return { servername, rejectUnauthorized: true, ...(target.verifyTls.trust && { secureContext: target.verifyTls.trust }) };
+}
+
+/** An error's message in a reply text: one bounded line (Node's TLS reasons quote the certificate's names). */
+function oneLine(message: string): string {
+  return message.replace(/\s+/g, ' ').trim().slice(0, 200);
 }
 
 /** TCP connect within the connect deadline; TCP_NODELAY is set by nodemailer on the socket it is handed. */

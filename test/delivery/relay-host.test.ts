@@ -10,14 +10,16 @@ import { readSpooled } from '../helpers/spool-reader.js';
 
 const MESSAGE = 'From: app@shop.example\nTo: someone\nSubject: Via the relay\n\nBody\n';
 const CREDENTIALS = { user: 'relay-user', pass: 'S3cret:with-colon' };
+/** As --relay-auth-file gives them; the file itself matters only for the permission warning (test/cli/relay-tls.test.ts). */
+const configured = (password = CREDENTIALS.pass) => ({ file: 'relay-auth.txt', user: CREDENTIALS.user, password });
 
-/** At 127.0.0.2 … on one port: three relay hosts, and the MX the recipients' domains really publish. */
-const HOST = { plain: 0, auth: 1, clearAuth: 2, realMx: 3, brokenTls: 4 } as const;
+/** At 127.0.0.2 … on one port: the relay hosts, and the MX the recipients' domains really publish. */
+const HOST = { plain: 0, auth: 1, clearAuth: 2, realMx: 3, brokenTls: 4, clear: 5 } as const;
 
 describe('mta-queue --relay-host', () => {
   let f: DeliveryFixture;
   const server = (name: keyof typeof HOST): FakeMx => f.mx.mxes[HOST[name]]!;
-  const relay = (name: keyof typeof HOST, extra: Partial<RelayHostConfig> = {}): RelayHostConfig => ({ host: server(name).host, port: f.mx.port, credentials: null, tls: 'may', ...extra });
+  const relay = (name: keyof typeof HOST, extra: Partial<RelayHostConfig> = {}): RelayHostConfig => ({ host: server(name).host, port: f.mx.port, credentials: null, tls: 'may', trustedCas: null, ...extra });
 
   /** One `mta-queue --once` pass with this relay host configured. */
   async function runOnceVia(relayHost: RelayHostConfig): Promise<void> {
@@ -40,6 +42,7 @@ describe('mta-queue --relay-host', () => {
         { name: 'relay-clear.test', tls: 'none', auth: CREDENTIALS },
         { name: 'mx.real.test' },
         { name: 'relay-broken.test', tls: 'broken' },
+        { name: 'relay-open-clear.test', tls: 'none' },
       ],
       (hosts) => ({
         'one.test': { mx: [{ preference: 10, exchange: 'mx.real.test' }] },
@@ -53,7 +56,7 @@ describe('mta-queue --relay-host', () => {
 
   test('mail for two domains goes to the relay host (found by its A record), one transaction per domain, none to the MXes', async () => {
     await f.enqueue('app@shop.example', ['a@one.test', 'b@two.test'], MESSAGE);
-    await runOnceVia({ host: 'smtp.relay.test', port: f.mx.port, credentials: null, tls: 'may' });
+    await runOnceVia({ host: 'smtp.relay.test', port: f.mx.port, credentials: null, tls: 'may', trustedCas: null });
     const received = server('plain').messages;
     assert.deepEqual(received.map((mail) => mail.to).sort(), [['a@one.test'], ['b@two.test']]);
     assert.ok(received.every((mail) => mail.tls !== null), 'STARTTLS used when offered');
@@ -61,9 +64,9 @@ describe('mta-queue --relay-host', () => {
     assert.deepEqual(server('plain').authAttempts, []);
   });
 
-  test('AUTH with the right credentials, after STARTTLS, delivers (an IP literal, tls require by default with auth)', async () => {
+  test('AUTH with the right credentials, after STARTTLS, delivers (an IP literal; --relay-tls require takes its self-signed certificate)', async () => {
     const id = await f.enqueue('app@shop.example', ['c@one.test'], MESSAGE);
-    await runOnceVia(relay('auth', { credentials: { user: CREDENTIALS.user, password: CREDENTIALS.pass }, tls: 'require' }));
+    await runOnceVia(relay('auth', { credentials: configured(), tls: 'require' }));
     assert.deepEqual(server('auth').messages.map((mail) => mail.to), [['c@one.test']]);
     assert.deepEqual(server('auth').authAttempts.map(({ username, tls, accepted }) => ({ username, tls, accepted })), [{ username: CREDENTIALS.user, tls: true, accepted: true }]);
     assert.equal(f.logs.lines().filter((line) => line.queueId === id && line.event === 'delivered').length, 1);
@@ -75,7 +78,7 @@ describe('mta-queue --relay-host', () => {
     const login = await startDeliveryFixture([{ name: 'relay-login.test', auth: { ...CREDENTIALS, methods: ['LOGIN'] } }], () => ({}));
     try {
       await login.enqueue('app@shop.example', ['l@one.test'], MESSAGE);
-      const config: QueueConfig = { ...login.config, relayHost: { host: login.mx.mxes[0]!.host, port: login.mx.port, credentials: { user: CREDENTIALS.user, password: CREDENTIALS.pass }, tls: 'require' } };
+      const config: QueueConfig = { ...login.config, relayHost: { host: login.mx.mxes[0]!.host, port: login.mx.port, credentials: configured(), tls: 'require', trustedCas: null } };
       const runner = new QueueRunner(config, login.deps({ transport: mxTransport(config, login.resolver, login.clock) }));
       await runner.start({ watch: false });
       await runner.drain();
@@ -89,7 +92,7 @@ describe('mta-queue --relay-host', () => {
 
   test('wrong credentials (535) defer the recipients with 4.7.x: a SASL failure is temporary', async () => {
     const id = await f.enqueue('app@shop.example', ['d@one.test', 'e@two.test'], MESSAGE);
-    await runOnceVia(relay('auth', { credentials: { user: CREDENTIALS.user, password: 'wrong-password' }, tls: 'require' }));
+    await runOnceVia(relay('auth', { credentials: configured('wrong-password'), tls: 'require' }));
     for (const recipient of await recipientsOf(id)) {
       assert.equal(recipient.state, 'deferred', recipient.address);
       assert.match(String(recipient.lastReply?.enhanced), /^4\.7\./, recipient.address);
@@ -102,7 +105,7 @@ describe('mta-queue --relay-host', () => {
 
   test('--relay-tls require against a relay without STARTTLS defers (4.7.x) and sends neither AUTH nor MAIL', async () => {
     const id = await f.enqueue('app@shop.example', ['f@one.test'], MESSAGE);
-    await runOnceVia(relay('clearAuth', { credentials: { user: CREDENTIALS.user, password: CREDENTIALS.pass }, tls: 'require' }));
+    await runOnceVia(relay('clearAuth', { credentials: configured(), tls: 'require' }));
     const [recipient] = await recipientsOf(id);
     assert.equal(recipient?.state, 'deferred');
     assert.match(String(recipient?.lastReply?.enhanced), /^4\.7\./);
@@ -123,10 +126,23 @@ describe('mta-queue --relay-host', () => {
     assert.deepEqual(server('brokenTls').mailAttempts, [], 'no MAIL in clear text');
   });
 
-  test('--relay-tls may against the same relay authenticates and delivers in clear (the operator chose it)', async () => {
+  test('--relay-tls may with credentials against a relay without STARTTLS: no AUTH in clear text, deferred (4.7.10)', async () => {
     const id = await f.enqueue('app@shop.example', ['g@one.test'], MESSAGE);
-    await runOnceVia(relay('clearAuth', { credentials: { user: CREDENTIALS.user, password: CREDENTIALS.pass }, tls: 'may' }));
-    const received = server('clearAuth').messages.filter((mail) => mail.to.includes('g@one.test'));
+    const sessions = server('clearAuth').sessions;
+    await runOnceVia(relay('clearAuth', { credentials: configured(), tls: 'may' }));
+    const [recipient] = await recipientsOf(id);
+    assert.equal(recipient?.state, 'deferred');
+    assert.equal(recipient?.lastReply?.enhanced, '4.7.10');
+    assert.match(String(recipient?.lastReply?.text), /never sent in clear text/);
+    assert.ok(server('clearAuth').sessions > sessions, 'the relay was reached');
+    assert.deepEqual(server('clearAuth').authAttempts, [], 'no AUTH in clear text');
+    assert.ok(!server('clearAuth').messages.some((mail) => mail.to.includes('g@one.test')));
+  });
+
+  test('--relay-tls may without credentials still delivers in clear to a relay without STARTTLS (the operator chose it)', async () => {
+    const id = await f.enqueue('app@shop.example', ['k@one.test'], MESSAGE);
+    await runOnceVia(relay('clear', { tls: 'may' }));
+    const received = server('clear').messages.filter((mail) => mail.to.includes('k@one.test'));
     assert.equal(received.length, 1);
     assert.equal(received[0]!.tls, null);
     assert.equal((await f.files('deferred')).filter((name) => name.includes(id)).length, 0);
@@ -134,7 +150,7 @@ describe('mta-queue --relay-host', () => {
 
   test('the unspecified-address guard still applies: --relay-host 0.0.0.0 defers (4.4.4) without connecting', async () => {
     const id = await f.enqueue('app@shop.example', ['j@one.test'], MESSAGE);
-    await runOnceVia({ host: '0.0.0.0', port: f.mx.port, credentials: null, tls: 'may' });
+    await runOnceVia({ host: '0.0.0.0', port: f.mx.port, credentials: null, tls: 'may', trustedCas: null });
     const [recipient] = await recipientsOf(id);
     assert.equal(recipient?.state, 'deferred');
     assert.equal(recipient?.lastReply?.enhanced, '4.4.4');
@@ -143,7 +159,7 @@ describe('mta-queue --relay-host', () => {
 
   test('a relay host name without addresses defers (4.4.3), never bounces', async () => {
     const id = await f.enqueue('app@shop.example', ['h@one.test'], MESSAGE);
-    await runOnceVia({ host: 'missing.relay.test', port: f.mx.port, credentials: null, tls: 'may' });
+    await runOnceVia({ host: 'missing.relay.test', port: f.mx.port, credentials: null, tls: 'may', trustedCas: null });
     const [recipient] = await recipientsOf(id);
     assert.equal(recipient?.state, 'deferred');
     assert.equal(recipient?.lastReply?.enhanced, '4.4.3');

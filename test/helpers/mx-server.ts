@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerError, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { makeCertificate } from './certs.js';
+import { makeCertificate, type TestCa } from './certs.js';
 import { tempDir } from './temp.js';
 
 /**
@@ -50,6 +50,8 @@ export interface MxBehaviour {
   dead?: boolean;
   /** Host name in the banner and the certificate; default mx.test. */
   name?: string;
+  /** Sign the certificate with this CA (default: self-signed), for `name` and the MX's own address (an IP SAN). */
+  ca?: TestCa;
   /** Require AUTH with these credentials before MAIL (530 without, 535 for others), in clear text too (so a test
    *  sees a client that would send it there); default: AUTH optional, as before. */
   auth?: { user: string; pass: string; methods?: ('PLAIN' | 'LOGIN')[] };
@@ -212,7 +214,7 @@ export async function startMx(options: { host: string; port?: number; behaviour?
 
   const tlsMode = behaviour.tls ?? 'starttls';
   const certificateDir = tlsMode === 'none' ? undefined : await tempDir('mta-fake-mx-');
-  const certificate = certificateDir ? await makeCertificate(certificateDir.dir, name) : undefined;
+  const certificate = certificateDir ? await makeCertificate(certificateDir.dir, name, '', behaviour.ca && { ca: behaviour.ca, alsoFor: [host] }) : undefined;
   const smtpUtf8 = behaviour.smtpUtf8 ?? true;
   const hits = (behaviour.rcpt ?? []).map(() => new Map<string, number>());
 
