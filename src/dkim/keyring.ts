@@ -1,9 +1,10 @@
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../shared/errors.js';
+import { warnIfReadableByOthers } from '../shared/file-permissions.js';
 import type { Logger } from '../shared/logger.js';
 import { activeKeysByDomain } from './key-choice.js';
-import { loadDkimKeys, type DkimKey } from './key-store.js';
+import { dkimKeyPaths, loadDkimKeys, type DkimKey } from './key-store.js';
 
 /**
  * The keys a running mta-queue signs with: loaded (each PEM parsed once) at start, on SIGHUP, and when a look at
@@ -61,6 +62,7 @@ export class DkimKeyring {
       this.active = activeKeysByDomain(keys);
       this.fingerprint = fingerprint;
       for (const entry of skipped) log.warn({ event: 'dkim-key-skipped', file: entry.file, reason: entry.reason }, 'DKIM key file left out');
+      await warnIfReadableByOthers(privateFiles(this.dir, keys), log);
       const active = [...this.active.values()].flat();
       const line = {
         event: 'dkim-keys-loaded',
@@ -84,6 +86,14 @@ export class DkimKeyring {
 }
 
 const MISSING = 'missing';
+
+/** The directory, each domain's and every private key: a leaked key of any state signs for as long as its record is published. */
+function privateFiles(dir: string, keys: readonly DkimKey[]): (readonly [string, string])[] {
+  const paths = keys.map((key) => dkimKeyPaths(dir, key.domain, key.selector));
+  const dirs = [dir, ...new Set(paths.map((entry) => entry.domainDir))];
+  const pems = paths.map((entry) => entry.pem);
+  return [...dirs.map((name) => ['dkim-dir', name] as const), ...pems.map((pem) => ['dkim-key', pem] as const)];
+}
 
 /** Names, sizes and change times of everything under `dir` (two levels): cheap to take, different after any write. */
 async function directoryFingerprint(dir: string): Promise<string> {
