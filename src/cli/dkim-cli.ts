@@ -20,6 +20,7 @@ import {
   type DkimKeyType,
 } from '../dkim/key-store.js';
 import { ConfigError } from '../shared/errors.js';
+import { escapeForTerminal } from '../shared/terminal-escape.js';
 import { envOption } from './run-cli.js';
 
 /**
@@ -195,5 +196,6 @@ export function addDkimCommands(program: Command): void {
 
 function checkLine(key: DkimKeyRecord, check: DkimRecordCheck): string {
   const advice = check.status === 'published' ? '' : key.state === 'retiring' ? ' (a retiring key must stay published until mail signed with it has been delivered)' : '';
-  return `${check.status}: ${check.detail} at ${check.name}${advice}`;
+  // The detail quotes the TXT record, whoever controls the zone wrote it: a CR/LF there would forge lines.
+  return `${check.status}: ${escapeForTerminal(check.detail)} at ${check.name}${advice}`;
 }

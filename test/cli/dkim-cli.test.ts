@@ -184,6 +184,27 @@ describe('mta-queue dkim', () => {
     assert.deepEqual((await readdir(path.join(dir, 'shop.example'))).filter((name) => name.startsWith('old')), []);
   });
 
+  test('a hostile TXT record cannot forge lines in check or activate output: CR and LF in k= or v= come out escaped', async () => {
+    const line = await keygen('shop.example', 'hostile');
+    // The record as published, its first string (`v=DKIM1; k=rsa; `) replaced: each string stays within 255 bytes.
+    const [, ...keyData] = line.strings;
+    const forged = 'mta-queue: shop.example hostile active';
+    for (const [head, shown] of [
+      [`v=DKIM1; k=rsa\r\n${forged}; `, /different: k=rsa\\r\\nmta-queue: shop\.example hostile active, the key is rsa/],
+      [`v=DKIM1\n${forged}; k=rsa; `, /unparseable: not a DKIM key record: v=DKIM1\\nmta-queue: shop\.example hostile active \(must be/],
+    ] as const) {
+      dns.setZone(line.name, { txt: [[head, ...keyData]] });
+      const check = await dkim('check');
+      assert.equal(check.stdout.trimEnd().split('\n').length, 1, check.stdout);
+      assert.match(check.stdout, shown);
+      assert.doesNotMatch(check.stdout + check.stderr, /\r|^mta-queue: shop\.example hostile active/m);
+      const activate = await dkim('activate', 'shop.example', 'hostile');
+      refused(activate, shown);
+      assert.doesNotMatch(activate.stdout + activate.stderr, /\r|^mta-queue: shop\.example hostile active/m);
+    }
+    assert.equal((await states())['shop.example/hostile'], 'pending');
+  });
+
   test('check: exit 1 when an active key is not published, or a named domain has no active key', async () => {
     const line = await keygen('shop.example', 'k1');
     assert.equal((await dkim('activate', 'shop.example', 'k1', '--force')).code, 0);
