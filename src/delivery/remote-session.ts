@@ -1,30 +1,20 @@
 import net from 'node:net';
 import { pipeline, Transform, type Readable } from 'node:stream';
-import { checkServerIdentity, TLSSocket, type ConnectionOptions, type SecureContext } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { RecordedReply } from '../spool/envelope.js';
 import { parseEnhancedCode, replyExcerpt } from './classify.js';
 import { DeliveryFailure, deliveryFailureFrom, type FailureStage } from './delivery-failure.js';
+import { certificateRejection, tlsDetails, tlsOptions, UntrustedCertificateError, type TlsDetails, type TlsVerification } from './session-tls.js';
 import { ReplyDeadlines, type SmtpDeadlines } from './smtp-deadlines.js';
 import type { OutgoingDsn } from './transport.js';
-
-export interface TlsDetails {
-  version: string;
-  cipher: string;
-  /** Chain and name checked out. Opportunistic TLS (Postfix `may`) delivers either way; this is for the log. */
-  verified: boolean;
-}
 
 export interface SessionTarget {
   ip: string;
   port: number;
   /** MX host name: TLS SNI and the name the certificate is checked against (an IP literal: its IP SANs). */
   host: string;
-  /**
-   * Set for a relay host under `--relay-tls verify`: a handshake whose chain (against `trust`, else Node's store)
-   * or name does not check out is aborted, so nothing is sent; unset, any certificate is taken (opportunistic TLS).
-   */
-  verifyTls?: { trust: SecureContext | null };
+  /** Set for a relay host under `--relay-tls verify`; unset, any certificate is taken (opportunistic TLS). */
+  verifyTls?: TlsVerification;
   /** Our EHLO name. */
   ehloName: string;
   /** How long each reply may take (smtp-deadlines.ts). */
@@ -77,19 +67,6 @@ export interface TransactionEnvelope {
   dsn?: OutgoingDsn;
 }
 
-/** A `verifyTls` handshake aborted because the certificate did not check out (NETWORK_ERRORS: 4.7.5). */
-export class UntrustedCertificateError extends Error {
-  readonly code = 'ECERTUNTRUSTED';
-
-  /** `reason`: Node's, e.g. "self-signed certificate" or "Hostname/IP does not match certificate's altnames: …". */
-  constructor(
-    readonly reason: string,
-    options: { cause: unknown },
-  ) {
-    super(`certificate not trusted: ${reason}`, options);
-  }
-}
-
 /**
  * One SMTP connection to one MX address, reusable for several messages (RSET between them). Built on
  * nodemailer's SMTPConnection (EHLO, STARTTLS, PIPELINING, dot-stuffing, TCP_NODELAY) over a socket we connect
@@ -133,7 +110,7 @@ export class RemoteSession {
       name: target.ehloName,
       ignoreTLS: !useTls,
       opportunisticTLS: true,
-      tls: tlsOptions(target),
+      tls: tlsOptions(target.host, target.verifyTls),
       connectionTimeout: setup,
       greetingTimeout: setup,
       socketTimeout: SOCKET_BACKSTOP_MS,
@@ -149,8 +126,7 @@ export class RemoteSession {
       const fail = (error: Error) => {
         opened.removeListener('error', fail);
         const duringHandshake = !deadlines.expired && (opened.upgrading === true || (error as { code?: string }).code === 'ETLS');
-        // Node sets it before it destroys the socket of a handshake that rejectUnauthorized aborted.
-        const untrusted = duringHandshake && target.verifyTls && opened._socket instanceof TLSSocket ? opened._socket.authorizationError : undefined;
+        const untrusted = duringHandshake && target.verifyTls ? certificateRejection(opened._socket) : undefined;
         deadlines.stop();
         opened.close();
         const cause = untrusted ? new UntrustedCertificateError(oneLine(error.message), { cause: error }) : error;
@@ -314,16 +290,6 @@ function xtext(value: string): string {
   return Array.from(Buffer.from(value, 'utf8'), byte).join('');
 }
 
-/**
- * SNI is the host name; an IP literal sends none (RFC 6066 §3) and Node checks the certificate's IP SANs against
- * the address. Opportunistic TLS (an MX) takes any certificate: refusing it would only push the mail to clear text.
- */
-function tlsOptions(target: SessionTarget): ConnectionOptions {
-  const servername = net.isIP(target.host) ? undefined : target.host;
-  if (!target.verifyTls) return { servername, rejectUnauthorized: false };
-  return { servername, rejectUnauthorized: true, ...(target.verifyTls.trust && { secureContext: target.verifyTls.trust }) };
-}
-
 /** An error's message in a reply text: one bounded line (Node's TLS reasons quote the certificate's names). */
 function oneLine(message: string): string {
   return message.replace(/\s+/g, ' ').trim().slice(0, 200);
@@ -367,11 +333,4 @@ export function replyFromText(response: string): RecordedReply {
   const rest = excerpt.slice(4);
   const enhanced = parseEnhancedCode(rest);
   return { code: Number.isInteger(code) ? code : null, enhanced, text: enhanced ? rest.slice(enhanced.length + 1) : rest };
-}
-
-function tlsDetails(socket: unknown, host: string): TlsDetails | null {
-  if (!(socket instanceof TLSSocket)) return null;
-  const cipher = socket.getCipher();
-  const nameMatches = checkServerIdentity(host, socket.getPeerCertificate()) === undefined;
-  return { version: socket.getProtocol() ?? cipher.version, cipher: cipher.name, verified: socket.authorized && nameMatches };
 }

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from '../shared/logger.js';
 import type { RecordedReply } from '../spool/envelope.js';
-import type { TlsDetails } from './remote-session.js';
+import type { TlsDetails } from './session-tls.js';
 import type { Verdict } from './classify.js';
 
 /**
