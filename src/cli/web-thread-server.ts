@@ -5,7 +5,7 @@ import { createLogger } from '../shared/logger.js';
 import { spoolLayout } from '../spool/layout.js';
 import { QueueAdmin } from '../spool/queue-admin.js';
 import type { OutcomeTotals } from '../web/outcome-history.js';
-import { startWebServer, type DkimDomainStatus, type WebServer } from '../web/web-server.js';
+import { startWebServer, type DkimDomainStatus, type WebOptions, type WebServer } from '../web/web-server.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
 
 /**
@@ -16,10 +16,8 @@ import { newLeaseToken, procProcessTable } from './process-table.js';
  */
 
 /** What the main thread hands over: all of it already checked there (usage errors exit 2 before delivery starts). */
-export interface WebThreadData {
+export interface WebThreadData extends Pick<WebOptions, 'host' | 'port' | 'hostnames' | 'trustedProxies' | 'maxConnections' | 'idleTimeout'> {
   spool: string;
-  host: string;
-  port: number;
   usersFile: string;
   tls: { cert: Uint8Array; key: Uint8Array } | null;
   inboxDir: string | null;
@@ -62,7 +60,8 @@ async function start(): Promise<{ server: WebServer; users: UserStore }> {
   const users = await UserStore.load(data.usersFile);
   const tls = data.tls ? { cert: Buffer.from(data.tls.cert), key: Buffer.from(data.tls.key) } : null;
   const server = await startWebServer(
-    { host: data.host, port: data.port, tls },
+    // The BlockList of trustedProxies arrives as one: Node clones it for the thread.
+    { host: data.host, port: data.port, tls, hostnames: data.hostnames, trustedProxies: data.trustedProxies, maxConnections: data.maxConnections, idleTimeout: data.idleTimeout },
     {
       layout,
       users,

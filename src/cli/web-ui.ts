@@ -48,7 +48,19 @@ export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, dep
     dkimStatus: async () => [...keyring.activeKeys().values()].flat().map((key) => ({ domain: key.domain, selector: key.selector, type: key.type, state: key.state })),
   };
   return () => {
-    const data: WebThreadData = { spool: config.spool, host: web.address.host, port: web.address.port, usersFile: web.usersFile, tls, inboxDir: config.inboxDir, logLevel: logger.level };
+    const data: WebThreadData = {
+      spool: config.spool,
+      host: web.address.host,
+      port: web.address.port,
+      hostnames: web.hostnames,
+      trustedProxies: web.trustedProxies,
+      maxConnections: web.maxConnections,
+      idleTimeout: web.idleTimeout,
+      usersFile: web.usersFile,
+      tls,
+      inboxDir: config.inboxDir,
+      logLevel: logger.level,
+    };
     const thread = new Worker(new URL('./web-thread.js', import.meta.url), { workerData: data });
     // The lines come formatted (and redacted) by the thread's own pino: they go to this logger's destination as
     // they are, between whole lines of ours (stdout, --log-file or pino-pretty).

@@ -1,9 +1,10 @@
+import net from 'node:net';
 import { ConfigError } from '../shared/errors.js';
 import { resolveRelayHost, type RelayHostConfig } from './relay-host.js';
 import { parseRetrySchedule } from './retry-schedule.js';
 import type { MetricsAddress } from '../shared/metrics.js';
 import { OBSERVABILITY_FLAG_DEFAULTS, parseListenAddress, resolveObservability, type ObservabilityConfig } from './observability.js';
-import { parseDuration, parsePort, parsePositiveInteger, parseSwitch } from './units.js';
+import { parseDuration, parseNetworks, parsePort, parsePositiveInteger, parseSwitch } from './units.js';
 
 export interface QueueConfig extends ObservabilityConfig {
   spool: string;
@@ -42,6 +43,14 @@ export interface WebConfig {
   usersFile: string;
   /** HTTPS with this certificate chain and key; null: plain HTTP. */
   tls: { certFile: string; keyFile: string } | null;
+  /** `--web-hostnames`: the `Host` names the UI answers, lower case, IPv6 without brackets (DNS rebinding). */
+  hostnames: string[];
+  /** `--web-trusted-proxies`: peers whose `X-Forwarded-For` names the client; null: none, the peer is the client. */
+  trustedProxies: net.BlockList | null;
+  /** `--web-max-connections`: UI connections open at once; the ones beyond are closed as they arrive. */
+  maxConnections: number;
+  /** `--web-idle-timeout`: a UI connection silent this long is closed. */
+  idleTimeout: number;
 }
 
 export type QueueFlags = Record<keyof typeof QUEUE_FLAG_DEFAULTS, string | undefined>;
@@ -68,6 +77,10 @@ export const QUEUE_FLAG_DEFAULTS = {
   webUsers: '/etc/mta-relay/web-users.txt',
   webCert: undefined,
   webKey: undefined,
+  webHostnames: undefined,
+  webTrustedProxies: undefined,
+  webMaxConnections: '256',
+  webIdleTimeout: '60s',
   inboxDir: undefined,
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
@@ -96,13 +109,13 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     dkimDir: value('dkimDir'),
     dkimDefaultDomain: parseDefaultDomain(value('dkimDefaultDomain')),
     relayHost: resolveRelayHost({ host: value('relayHost'), authFile: value('relayAuthFile'), tls: value('relayTls'), ca: value('relayCa'), nodeExtraCaCerts }),
-    web: resolveWeb(value),
+    web: resolveWeb(value, value('hostname') || defaultHostname),
     inboxDir: value('inboxDir') || null,
     ...resolveObservability(value),
   };
 }
 
-function resolveWeb(value: (name: keyof QueueFlags) => string): WebConfig | null {
+function resolveWeb(value: (name: keyof QueueFlags) => string, hostname: string): WebConfig | null {
   const address = parseListenAddress(value('web'), '--web');
   const [certFile, keyFile] = [value('webCert'), value('webKey')];
   if (Boolean(certFile) !== Boolean(keyFile)) throw new ConfigError('--web-cert and --web-key go together');
@@ -111,7 +124,31 @@ function resolveWeb(value: (name: keyof QueueFlags) => string): WebConfig | null
     return null;
   }
   if (value('webUsers') === '') throw new ConfigError('--web-users must not be empty');
-  return { address, usersFile: value('webUsers'), tls: certFile ? { certFile, keyFile } : null };
+  const hostnames = value('webHostnames') ? value('webHostnames').split(',').map(parseWebHostname) : [address.host, 'localhost', '127.0.0.1', hostOf(hostname)];
+  const idleTimeout = parseDuration(value('webIdleTimeout'), '--web-idle-timeout');
+  if (idleTimeout === 0) throw new ConfigError('--web-idle-timeout: 0 would keep idle connections for ever');
+  return {
+    address,
+    usersFile: value('webUsers'),
+    tls: certFile ? { certFile, keyFile } : null,
+    hostnames: [...new Set(hostnames)],
+    trustedProxies: value('webTrustedProxies') ? parseNetworks(value('webTrustedProxies'), '--web-trusted-proxies') : null,
+    // Each connection is a file descriptor of the process that also delivers: the cap keeps the UI from taking them all.
+    maxConnections: parsePositiveInteger(value('webMaxConnections'), '--web-max-connections', 10_000),
+    idleTimeout,
+  };
+}
+
+/** The name part of a `Host` value as WebConfig.hostnames holds it: lower case, no trailing dot, IPv6 unbracketed. */
+export function hostOf(text: string): string {
+  return text.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
+}
+
+function parseWebHostname(text: string): string {
+  const name = hostOf(text);
+  const label = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$/;
+  if (net.isIP(name) || (name.length > 0 && name.length <= 253 && name.split('.').every((part) => label.test(part)))) return name;
+  throw new ConfigError(`--web-hostnames: "${text}" is not a host name or IP address`);
 }
 
 /** A DNS name of at least two labels (the key directory's names are lower-case A-labels), or null when not given. */

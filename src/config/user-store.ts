@@ -14,15 +14,21 @@ const DECOY: Credential = {
   hash: Buffer.alloc(32, 7),
 };
 
+/** One user's line: as written in the file, and as checked (plain passwords hashed). */
+interface UserEntry {
+  written: Credential;
+  hashed: Credential;
+}
+
 /** The users file as loaded last; `reload` swaps it only when the new file parses (SIGHUP). */
 export class UserStore {
   private constructor(
     private readonly filePath: string,
-    private users: Map<string, Credential>,
+    private users: Map<string, UserEntry>,
   ) {}
 
   static async load(filePath: string): Promise<UserStore> {
-    return new UserStore(filePath, await loadHashed(filePath));
+    return new UserStore(filePath, await loadHashed(filePath, new Map()));
   }
 
   get size(): number {
@@ -33,21 +39,43 @@ export class UserStore {
     return this.users.has(user);
   }
 
+  /**
+   * An opaque value that stays the same across reloads while the user's line does, and changes with its password:
+   * what a web session remembers, so that a changed password ends the sessions opened with the old one.
+   * undefined for an unknown user.
+   */
+  passwordVersion(user: string): object | undefined {
+    return this.users.get(user);
+  }
+
   async reload(): Promise<number> {
-    this.users = await loadHashed(this.filePath);
+    this.users = await loadHashed(this.filePath, this.users);
     return this.users.size;
   }
 
   async verify(user: string, password: string): Promise<boolean> {
-    const credential = this.users.get(user);
-    const matches = await verifyPassword(credential ?? DECOY, password);
-    return credential !== undefined && matches;
+    const entry = this.users.get(user);
+    const matches = await verifyPassword(entry?.hashed ?? DECOY, password);
+    return entry !== undefined && matches;
   }
 }
 
-/** The users file with every plain password hashed (see hashedCredential): each check then costs one scrypt. */
-async function loadHashed(filePath: string): Promise<Map<string, Credential>> {
+/**
+ * The users file with every plain password hashed (see hashedCredential): each check then costs one scrypt. A line
+ * unchanged since `previous` keeps its entry (and its hash: a plain password is not hashed again with a new salt).
+ */
+async function loadHashed(filePath: string, previous: Map<string, UserEntry>): Promise<Map<string, UserEntry>> {
   const users = await loadUsersFile(filePath);
-  const hashed = await Promise.all([...users].map(async ([user, credential]) => [user, await hashedCredential(credential)] as const));
-  return new Map(hashed);
+  const entries = await Promise.all(
+    [...users].map(async ([user, written]) => {
+      const known = previous.get(user);
+      return [user, known && sameCredential(known.written, written) ? known : { written, hashed: await hashedCredential(written) }] as const;
+    }),
+  );
+  return new Map(entries);
+}
+
+function sameCredential(a: Credential, b: Credential): boolean {
+  if (a.kind === 'plain' || b.kind === 'plain') return a.kind === 'plain' && b.kind === 'plain' && a.password === b.password;
+  return a.cost === b.cost && a.blockSize === b.blockSize && a.parallelization === b.parallelization && a.salt.equals(b.salt) && a.hash.equals(b.hash);
 }

@@ -46,16 +46,19 @@ export class AuthThrottle {
     private readonly clock: Clock,
   ) {}
 
-  isBlocked(address: string): boolean {
-    return this.blockedKey(throttleKey(address));
+  /** `account`: counted per account and address instead of per address (see begin). */
+  isBlocked(address: string, account?: string): boolean {
+    return this.blockedKey(budgetKey(address, account));
   }
 
   /**
    * Resolves once the address may check one more password (failures in the window plus attempts in flight stay
    * under the limit), or to null when it is blocked, also when it got blocked while this attempt waited.
+   * With `account`, the budget is that account's at that address: guesses at one account, or from another address,
+   * then never block the right password from where its owner is.
    */
-  async begin(address: string): Promise<AuthAttempt | null> {
-    const key = throttleKey(address);
+  async begin(address: string, account?: string): Promise<AuthAttempt | null> {
+    const key = budgetKey(address, account);
     for (;;) {
       if (this.blockedKey(key)) return null;
       const state = this.stateOf(key);
@@ -125,6 +128,10 @@ export class AuthThrottle {
     }
     for (const [key, until] of this.blockedUntil) if (until <= now) this.blockedUntil.delete(key);
   }
+}
+
+function budgetKey(address: string, account: string | undefined): string {
+  return account === undefined ? throttleKey(address) : `${throttleKey(address)} ${JSON.stringify(account)}`;
 }
 
 /** The unit a client is counted by: its IPv4 address, or the /64 of its IPv6 address (RFC 4291 §2.5.4 interface ids). */

@@ -10,7 +10,8 @@ import { adminCommand, bulkJson, filterFrom, isAdminAction, queuePage } from './
 import { isoTime, renderView } from './views.js';
 import { SESSION_COOKIE } from './web-auth.js';
 import { renderPage, sessionGuard } from './page-render.js';
-import { csrfForSessions, type WebContext } from './web-server.js';
+import { clientAddress, crossSiteReason, rateLimitedWarning } from './web-guards.js';
+import { csrfForSessions, logRefusedLogin, sendError, type WebContext } from './web-server.js';
 
 /**
  * The HTML pages. Each builds a plain view model here (strings and numbers, already worded) and hands it to a
@@ -31,28 +32,38 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
     return reply.type('text/html; charset=utf-8').send(renderView('login', { error: null, next: safeNext((request.query as Fields).next) }));
   });
 
+  const warnCrossSite = rateLimitedWarning(context.logger, context.clock, 'web-login-cross-site');
   app.post('/login', async (request, reply) => {
     const body = (request.body ?? {}) as Fields;
     const user = typeof body.username === 'string' ? body.username : '';
     const password = typeof body.password === 'string' ? body.password : '';
     const next = safeNext(body.next);
-    const result = await context.auth.checkPassword(request.ip, { user, password });
-    const shownUser = user.slice(0, 100);
+    const client = clientAddress(request);
+    // Before the password check: a page elsewhere must neither log this browser in as its author's account nor
+    // spend the throttle's budget (a form any site can post would lock the operator out).
+    const crossSite = crossSiteReason(request);
+    if (crossSite) {
+      warnCrossSite({ client, reason: crossSite }, 'web login from a page of another site refused');
+      return sendError(request, reply, 403, 'cross-site login refused: log in from the login page');
+    }
+    const result = await context.auth.checkPassword(client, { user, password });
     if (result.kind !== 'ok') {
-      context.logger.warn({ event: 'web-login-failed', client: request.ip, user: shownUser, blocked: result.kind === 'blocked' }, 'web UI login failed');
-      const error = result.kind === 'blocked' ? 'Too many failed logins from your address; try again later.' : 'Wrong user name or password.';
-      return reply.code(result.kind === 'blocked' ? 429 : 401).type('text/html; charset=utf-8').send(renderView('login', { error, next }));
+      logRefusedLogin(context, result, { client, user, via: 'form' });
+      const refused = result.kind === 'blocked' || (result.kind === 'wrong' && result.blocked);
+      const error = result.kind === 'busy' ? 'Too many logins at once; try again in a few seconds.' : refused ? 'Too many failed logins; try again later.' : 'Wrong user name or password.';
+      if (result.kind === 'busy') reply.header('retry-after', '5');
+      return reply.code(result.kind === 'wrong' && !result.blocked ? 401 : 429).type('text/html; charset=utf-8').send(renderView('login', { error, next }));
     }
     const session = context.auth.startSession(result.user);
-    context.logger.info({ event: 'web-login', client: request.ip, user: shownUser }, 'web UI login');
-    // No Max-Age: a fixed lifetime would log out someone busy for 12 h; the server ends the session after 12 h idle.
+    context.logger.info({ event: 'web-login', client, user: user.slice(0, 100) }, 'web UI login');
+    // No Max-Age: the server ends the session, after 12 h idle or 7 days in all, whichever comes first.
     reply.setCookie(SESSION_COOKIE, session.id, { path: '/', httpOnly: true, sameSite: 'strict', secure: context.secure });
     return reply.redirect(next, 303);
   });
 
   app.post('/logout', change, async (request, reply) => {
     context.auth.endSession(request.operator?.session?.id);
-    context.logger.info({ event: 'web-logout', client: request.ip, user: request.operator?.user }, 'web UI logout');
+    context.logger.info({ event: 'web-logout', client: clientAddress(request), user: request.operator?.user }, 'web UI logout');
     reply.clearCookie(SESSION_COOKIE, { path: '/' });
     return reply.redirect('/login', 303);
   });

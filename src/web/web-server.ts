@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type net from 'node:net';
 import fastifyCookie from '@fastify/cookie';
 import fastifyCsrf from '@fastify/csrf-protection';
 import fastifyFormbody from '@fastify/formbody';
@@ -20,7 +21,8 @@ import { registerInboxRoutes } from './inbox-routes.js';
 import { OutcomeHistory, type OutcomeTotals } from './outcome-history.js';
 import { registerPageRoutes } from './page-routes.js';
 import { assetFile, ASSETS_DIR } from './views.js';
-import { parseBasicAuth, SESSION_COOKIE, WebAuth, type WebSession } from './web-auth.js';
+import { MAX_PENDING_CHECKS, parseBasicAuth, SESSION_COOKIE, WebAuth, type LoginResult, type WebSession } from './web-auth.js';
+import { capConnections, clientAddress, crossSiteReason, hostRefusal, rateLimitedWarning, trustedPeers } from './web-guards.js';
 
 /**
  * The web UI and its JSON API, served by the running mta-queue: every action goes through the process that owns
@@ -55,6 +57,13 @@ export interface WebOptions {
   port: number;
   /** Served over HTTPS with these (PEM); the session cookie is then Secure. */
   tls?: { cert: Buffer; key: Buffer } | null;
+  /** The `Host` names answered (lower case, IPv6 unbracketed); any other gets 421. */
+  hostnames: string[];
+  /** Peers whose X-Forwarded-For names the client; null: the peer is the client. */
+  trustedProxies: net.BlockList | null;
+  maxConnections: number;
+  /** A connection silent this long (ms) is closed. */
+  idleTimeout: number;
 }
 
 export interface WebServer {
@@ -73,6 +82,8 @@ export interface WebContext extends WebDeps {
   queue: QueueIndex;
   history: OutcomeHistory;
   secure: boolean;
+  /** `web-login-busy`: logins refused unchecked because MAX_PENDING_CHECKS wait already. */
+  warnLoginBusy: ReturnType<typeof rateLimitedWarning>;
 }
 
 declare module 'fastify' {
@@ -98,6 +109,7 @@ const HISTORY_SAMPLE_MS = 10_000;
 
 export async function startWebServer(options: WebOptions, deps: WebDeps): Promise<WebServer> {
   const { app, context } = await buildWebApp(options, deps);
+  capConnections(app.server, options.maxConnections, rateLimitedWarning(deps.logger, deps.clock, 'web-connections-full'));
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
@@ -111,12 +123,21 @@ async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<{ app: F
     // Our own pino logger gets one line per event; fastify's per-request lines would drown the delivery log.
     logger: false,
     bodyLimit: 64 * 1024,
-    connectionTimeout: 60_000,
+    connectionTimeout: options.idleTimeout,
     requestTimeout: 30_000,
-    keepAliveTimeout: 10_000,
+    keepAliveTimeout: Math.min(10_000, options.idleTimeout),
     routerOptions: { maxParamLength: 200 },
-    trustProxy: false,
+    trustProxy: options.trustedProxies ? trustedPeers(options.trustedProxies) : false,
     ...STRICT_VALIDATION,
+  });
+  // First of all hooks: a request for another name gets nothing else, not even a session look-up.
+  const hostnames = new Set(options.hostnames);
+  const warnHost = rateLimitedWarning(deps.logger, deps.clock, 'web-host-refused');
+  app.addHook('onRequest', async (request, reply) => {
+    const refusal = hostRefusal(request, hostnames);
+    if (!refusal) return;
+    warnHost({ client: clientAddress(request), host: request.headers.host?.slice(0, 100) }, `web request for a host name not in --web-hostnames: ${refusal.message}`);
+    return sendError(request, reply, refusal.status, refusal.message);
   });
   const context: WebContext = {
     ...deps,
@@ -124,6 +145,7 @@ async function buildWebApp(options: WebOptions, deps: WebDeps): Promise<{ app: F
     queue: new QueueIndex(deps.layout),
     history: new OutcomeHistory(),
     secure,
+    warnLoginBusy: rateLimitedWarning(deps.logger, deps.clock, 'web-login-busy'),
   };
   const sample = () =>
     deps.deliveryTotals().then(
@@ -193,12 +215,27 @@ export async function authenticate(request: FastifyRequest, context: WebContext,
   if (session) return (request.operator = { user: session.user, session });
   const basic = allowBasic ? parseBasicAuth(request.headers.authorization) : undefined;
   if (!basic) return undefined;
-  const result = await context.auth.checkBasic(request.ip, basic);
+  const client = clientAddress(request);
+  const result = await context.auth.checkBasic(client, basic);
   if (result.kind !== 'ok') {
-    context.logger.warn({ event: 'web-auth-failed', client: request.ip, user: basic.user.slice(0, 100), blocked: result.kind === 'blocked' }, 'web API authentication failed');
+    logRefusedLogin(context, result, { client, user: basic.user, via: 'basic' });
     return undefined;
   }
   return (request.operator = { user: result.user, session: null });
+}
+
+/**
+ * One line per password checked and refused, and one more when that failure blocks the account at the address.
+ * Requests refused unchecked while the block lasts, as many as the client likes, log nothing; a busy refusal is
+ * rate-limited.
+ */
+export function logRefusedLogin(context: WebContext, result: Exclude<LoginResult, { kind: 'ok' }>, attempt: { client: string; user: string; via: 'form' | 'basic' }): void {
+  const fields = { client: attempt.client, user: attempt.user.slice(0, 100) };
+  if (result.kind === 'busy') return context.warnLoginBusy(fields, `too many password checks waiting (${MAX_PENDING_CHECKS}): web login refused unchecked`);
+  if (result.kind !== 'wrong') return;
+  if (attempt.via === 'form') context.logger.warn({ event: 'web-login-failed', ...fields }, 'web UI login failed');
+  else context.logger.warn({ event: 'web-auth-failed', ...fields }, 'web API authentication failed');
+  if (result.blocked) context.logger.warn({ event: 'web-login-blocked', ...fields, minutes: DEFAULT_AUTH_THROTTLE.blockFor / 60_000 }, 'too many failed web logins: this user is refused from this address for a while');
 }
 
 /** A state-changing request from a browser page of another site, made with HTTP Basic credentials. */
@@ -217,12 +254,7 @@ export class CrossSiteRequestError extends RelayError {
 export function csrfForSessions(app: FastifyInstance) {
   return (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
     if (request.operator?.session) return app.csrfProtection(request, reply, done);
-    const fetchSite = request.headers['sec-fetch-site'];
-    const origin = request.headers.origin;
-    const ownOrigin = `${request.protocol}://${request.headers.host ?? ''}`;
-    if ((fetchSite !== undefined && fetchSite !== 'same-origin' && fetchSite !== 'none') || (origin !== undefined && origin !== ownOrigin)) {
-      return done(new CrossSiteRequestError(`cross-site request refused (Origin ${String(origin ?? '-').slice(0, 100)}, Sec-Fetch-Site ${String(fetchSite ?? '-')})`));
-    }
-    done();
+    const crossSite = crossSiteReason(request);
+    done(crossSite ? new CrossSiteRequestError(`cross-site request refused (${crossSite})`) : undefined);
   };
 }

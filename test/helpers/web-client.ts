@@ -5,7 +5,7 @@ import { newLeaseToken, procProcessTable } from '../../src/cli/process-table.js'
 import type { InboxView } from '../../src/shared/inbox-view.js';
 import type { SpoolLayout } from '../../src/spool/layout.js';
 import { QueueAdmin } from '../../src/spool/queue-admin.js';
-import { startWebServer, type WebServer } from '../../src/web/web-server.js';
+import { startWebServer, type WebOptions, type WebServer } from '../../src/web/web-server.js';
 import { LogCapture } from './log-capture.js';
 
 /**
@@ -158,13 +158,16 @@ export interface WebUnderTest {
   close(): Promise<void>;
 }
 
+/** What mta-queue passes by default (`--web 127.0.0.1:…`, src/config/queue-config.ts), for startWebUnderTest's `web` to override. */
+export const WEB_DEFAULTS = { hostnames: ['127.0.0.1', 'localhost'], trustedProxies: null, maxConnections: 256, idleTimeout: 60_000 } satisfies Partial<WebOptions>;
+
 /** startWebServer on 127.0.0.1 port 0 with the real dependencies mta-queue gives it (web-ui.ts), and a clock the test moves. */
-export async function startWebUnderTest(options: { layout: SpoolLayout; usersFile: string; inbox?: InboxView; clock?: ShiftedClock }): Promise<WebUnderTest> {
+export async function startWebUnderTest(options: { layout: SpoolLayout; usersFile: string; inbox?: InboxView; clock?: ShiftedClock; web?: Partial<WebOptions> }): Promise<WebUnderTest> {
   const clock = options.clock ?? new ShiftedClock();
   const logs = new LogCapture();
   const users = await UserStore.load(options.usersFile);
   const server = await startWebServer(
-    { host: '127.0.0.1', port: 0 },
+    { host: '127.0.0.1', port: 0, ...WEB_DEFAULTS, ...options.web },
     {
       layout: options.layout,
       users,

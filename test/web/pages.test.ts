@@ -110,8 +110,8 @@ describe('web UI pages', () => {
     assert.ok(web.logs.events('web-login-failed').length >= 2);
   });
 
-  test('five failed logins from one address: 429 even with the right password, for the form and HTTP Basic', async () => {
-    // A server of its own: the throttle counts per client address, and every test here comes from 127.0.0.1.
+  test('five failed logins for one user from one address: 429 there even with the right password, for the form and HTTP Basic', async () => {
+    // A server of its own: the throttle counts per user and address, and every test here comes from 127.0.0.1.
     const own = await startWebUnderTest({ layout: f.layout, usersFile });
     cleanups.push(() => own.close());
     const client = own.client();
