@@ -59,14 +59,15 @@ export function hostRefusal(request: FastifyRequest, hostnames: ReadonlySet<stri
 }
 
 /**
- * Why a request is one a browser sent from a page of another site, or null when it is not: Sec-Fetch-Site says so,
- * or Origin is not ours. Scripts (curl) send neither header.
+ * Why a request is one a browser sent from a page of another site, or null when it is not. Sec-Fetch-Site decides
+ * where the browser sends it: our pages' `Referrer-Policy: no-referrer` makes Chromium send `Origin: null` even on
+ * our own form posts. Otherwise Origin must be ours. Scripts (curl) send neither header.
  */
 export function crossSiteReason(request: FastifyRequest): string | null {
   const fetchSite = request.headers['sec-fetch-site'];
   const origin = request.headers.origin;
   const ownOrigin = `${request.protocol}://${request.headers.host ?? ''}`;
-  if ((fetchSite === undefined || fetchSite === 'same-origin' || fetchSite === 'none') && (origin === undefined || origin === ownOrigin)) return null;
+  if (fetchSite === undefined ? origin === undefined || origin === ownOrigin : fetchSite === 'same-origin' || fetchSite === 'none') return null;
   return `Origin ${String(origin ?? '-').slice(0, 100)}, Sec-Fetch-Site ${String(fetchSite ?? '-').slice(0, 20)}`;
 }
 

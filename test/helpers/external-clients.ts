@@ -11,6 +11,8 @@ import type { TestContext } from 'node:test';
 const PYTHON = '/usr/bin/python3';
 /** Debian's browser, driven by playwright-core (which downloads nothing when given the executable). */
 export const CHROMIUM = '/usr/bin/chromium';
+/** Root in a container needs --no-sandbox; the rest keeps Chromium from calling home during a test. */
+export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const PHPMAILER_AUTOLOAD = '/usr/share/php/libphp-phpmailer/autoload.php';
 const CLIENT_TIMEOUT_MS = 30_000;
 

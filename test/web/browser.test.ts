@@ -6,7 +6,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { startCatchAllInbox, type CatchAllInbox } from '../../src/inbox/catch-all-server.js';
 import { DaemonProcess, REPO_ROOT, runCli } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
-import { CHROMIUM, toolAvailable, TOOLS } from '../helpers/external-clients.js';
+import { CHROMIUM, CHROMIUM_ARGS, toolAvailable, TOOLS } from '../helpers/external-clients.js';
 import { LogCapture } from '../helpers/log-capture.js';
 import { eventually } from '../helpers/queue-harness.js';
 import type { MxBehaviour } from '../helpers/mx-server.js';
@@ -42,10 +42,6 @@ const BEHAVIOURS: MxBehaviour[] = [
   { name: 'mx.ratelimit.example', greeting: { code: 421, message: 'Too many connections from your IP, try again later' } },
   { name: 'mx.strict.example', rcpt: [{ recipients: ['nobody@strict.example'], code: 550, message: 'No such user here' }] },
 ];
-
-function browserArgs(): string[] {
-  return ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-}
 
 function message(subject: string, to: string, from = 'news@shop.example'): string {
   return `From: Shop <${from}>\nTo: <${to}>\nSubject: ${subject}\nDate: ${new Date().toUTCString()}\nMessage-ID: <${Math.random().toString(36).slice(2)}@shop.example>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\nHello from the browser test.\n`;
@@ -126,7 +122,7 @@ describe('web UI in Chromium', { timeout: 90_000 }, () => {
     for (const id of expectDelivered) await daemon.waitForLog((line) => line.event === 'delivered' && line.queueId === id);
     assert.equal(f.mx.mxes[GREYLIST]!.messages.length, 0, 'the 451 kept the hostile message from the MX');
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: browserArgs() });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     // launch() gives every browser a fresh temporary profile (user-data-dir) and removes it at close().
     const context = await browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: 1 });
     const page = await context.newPage();
