@@ -40,15 +40,23 @@ export function parsePort(text: string, what: string): number {
   return value;
 }
 
-/** `127.0.0.0/8,::1,10.1.2.3` → a BlockList; a bare address is a single host. */
+/**
+ * `127.0.0.0/8,::1,10.1.2.3` → a BlockList; a bare address is a single host. Strict, since a network list decides
+ * who may relay: `10.0.0.0/8/9`, a prefix with a leading zero or sign, a zone index (`fe80::1%eth0`) or an empty
+ * item (`a,,b`, a trailing comma) is a mistake to report, not something to guess the meaning of.
+ */
 export function parseNetworks(text: string, what: string): net.BlockList {
   const list = new net.BlockList();
-  for (const entry of text.split(',').map((part) => part.trim()).filter(Boolean)) {
-    const [address = '', prefixText] = entry.split('/');
+  for (const entry of text.split(',').map((part) => part.trim())) {
+    const match = /^([0-9A-Fa-f.:]+)(?:\/(0|[1-9]\d{0,2}))?$/.exec(entry);
+    const address = match?.[1] ?? '';
     const family = net.isIPv4(address) ? 'ipv4' : net.isIPv6(address) ? 'ipv6' : undefined;
     const maxPrefix = family === 'ipv4' ? 32 : 128;
-    const prefix = prefixText === undefined ? maxPrefix : /^\d+$/.test(prefixText) ? Number(prefixText) : NaN;
-    if (!family || !(prefix >= 0 && prefix <= maxPrefix)) throw new ConfigError(`${what}: "${entry}" is not an address or CIDR network`);
+    const prefix = match?.[2] === undefined ? maxPrefix : Number(match[2]);
+    if (!family || prefix > maxPrefix) {
+      const why = entry === '' ? 'an empty item (two commas, or one at an end)' : `"${entry}" is not an address or a CIDR network such as 10.0.0.0/8 or 2001:db8::/32`;
+      throw new ConfigError(`${what}: ${why}`);
+    }
     list.addSubnet(address, prefix, family);
   }
   return list;

@@ -91,6 +91,8 @@ describe('mta-server command line', () => {
       [serverArgs(s, ['--users', path.join(dir, 'none.txt')]), {}, /users file .*none\.txt: no such file/],
       [serverArgs(s), { MTA_MAX_SIZE: 'huge' }, /--max-size: "huge" is not a size/],
       [serverArgs(s, ['--key', s.certificate.certFile]), {}, /do not load/],
+      [serverArgs(s, ['--trusted-networks', '10.0.0.0/8/9']), {}, /--trusted-networks: "10\.0\.0\.0\/8\/9" is not an address or a CIDR network/],
+      [serverArgs(s), { MTA_TRUSTED_NETWORKS: '127.0.0.0/8,,::1' }, /--trusted-networks: an empty item/],
     ] as const) {
       const result = await runCli('mta-server', [...args], { env });
       assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);

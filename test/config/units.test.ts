@@ -31,7 +31,33 @@ test('trusted networks: CIDRs and single hosts of both families', () => {
     ['2001:db8:1::5', 'ipv6', true],
     ['2001:db9::1', 'ipv6', false],
   ] as const) assert.equal(list.check(address, family), expected, address);
-  for (const bad of ['10.0.0.0/33', 'example.com', '1.2.3.4/x', '::1/129']) assert.throws(() => parseNetworks(bad, 'n'), ConfigError, bad);
+  assert.equal(parseNetworks('0.0.0.0/0', 'n').check('203.0.113.9', 'ipv4'), true, 'prefix 0 is a network too');
+});
+
+test('networks: every malformed item is refused, naming the flag and the item', () => {
+  for (const [bad, why] of [
+    ['10.0.0.0/8/9', 'two prefixes'],
+    ['10.0.0.0/33', 'IPv4 prefix beyond 32'],
+    ['::1/129', 'IPv6 prefix beyond 128'],
+    ['10.0.0.0/08', 'prefix with a leading zero'],
+    ['10.0.0.0/+8', 'signed prefix'],
+    ['10.0.0.0/', 'empty prefix'],
+    ['10.0.0.0/8x', 'junk after the prefix'],
+    ['10.0.0.0 /8', 'space inside the item'],
+    ['/8', 'prefix without an address'],
+    ['010.0.0.0/8', 'octet with a leading zero'],
+    ['10.0.0/8', 'three octets'],
+    ['fe80::1%eth0', 'zone index'],
+    ['example.com', 'a name'],
+    ['1.2.3.4/x', 'a word for a prefix'],
+    ['10.0.0.0/8,,::1', 'empty item between two'],
+    ['10.0.0.0/8,', 'trailing comma'],
+    [',10.0.0.0/8', 'leading comma'],
+    ['', 'nothing at all'],
+  ] as const) {
+    assert.throws(() => parseNetworks(bad, '--trusted-networks'), (error: unknown) => error instanceof ConfigError && /^--trusted-networks: /.test(error.message) && !error.message.includes('\n'), `${why}: ${bad}`);
+  }
+  assert.throws(() => parseNetworks('10.0.0.0/8/9', '--trusted-networks'), /"10\.0\.0\.0\/8\/9"/);
 });
 
 test('server config: defaults from the CLI contract, flags override, bad values name their flag', () => {
