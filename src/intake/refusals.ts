@@ -42,6 +42,12 @@ export class InvalidRecipientError extends RelayError {
   override readonly smtp = { code: 553, enhanced: '5.1.3' };
 }
 
+/** RFC 6531 §3.7.4.1: a non-ASCII address in a transaction whose MAIL did not carry SMTPUTF8. */
+export class NonAsciiAddressError extends RelayError {
+  readonly code = 'ENONASCII';
+  override readonly smtp = { code: 553, enhanced: '5.6.7' };
+}
+
 /** A MAIL or RCPT parameter we do not implement (RFC 5321 §4.1.1.11, §4.5.3.1.x: 555). */
 export class UnsupportedParameterError extends RelayError {
   readonly code = 'EBADPARAM';

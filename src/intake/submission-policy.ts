@@ -7,6 +7,7 @@ import {
   ClientBlockedError,
   InvalidRecipientError,
   InvalidSenderError,
+  NonAsciiAddressError,
   TooManyRecipientsError,
 } from './refusals.js';
 import type { Logger } from '../shared/logger.js';
@@ -83,6 +84,7 @@ export class SubmissionPolicy {
     const badParameter = checkMailParameters(address);
     if (badParameter) return badParameter;
     if (!this.mayRelay(session)) return new AuthRequiredError('Authentication required');
+    if (!announcesSmtpUtf8(address) && isNonAscii(address.address)) return new NonAsciiAddressError('Non-ASCII sender address requires SMTPUTF8');
     // '' is the null reverse-path <>; apps forwarding bounces may use it.
     if (address.address !== '' && !isValidMailbox(address.address)) return new InvalidSenderError(`Bad sender address syntax <${address.address}>`);
     return undefined;
@@ -92,6 +94,7 @@ export class SubmissionPolicy {
     const badParameter = checkRcptParameters(address);
     if (badParameter) return badParameter;
     if (!this.mayRelay(session)) return new AuthRequiredError('Authentication required');
+    if (!announcesSmtpUtf8(session.envelope.mailFrom) && isNonAscii(address.address)) return new NonAsciiAddressError('Non-ASCII recipient address requires SMTPUTF8 on MAIL FROM');
     if (!isValidMailbox(address.address)) return new InvalidRecipientError(`Bad recipient address syntax <${address.address}>`);
     if (session.envelope.rcptTo.length >= this.options.maxRecipients) return new TooManyRecipientsError(`Too many recipients (at most ${this.options.maxRecipients} per message)`);
     return undefined;
@@ -106,6 +109,23 @@ export class SubmissionPolicy {
     if (!networks) return false;
     return networks.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
   }
+}
+
+/**
+ * RFC 6531 §3.4: only a client that asked for SMTPUTF8 on MAIL may use UTF-8 addresses; a relay that took them
+ * anyway would hand them to MXes that never offered the extension. The refusal does not echo the address, which
+ * such a client did not announce it can read back.
+ */
+function isNonAscii(address: string): boolean {
+  return /[^\x00-\x7f]/.test(address);
+}
+
+/**
+ * From the accepted MAIL, not envelope.smtpUtf8: smtp-server sets that before onMailFrom and keeps it when the MAIL
+ * is refused, so a refused `MAIL … SMTPUTF8` followed by a plain MAIL would still read as announced.
+ */
+function announcesSmtpUtf8(mail: SMTPServerAddress | false): boolean {
+  return mail !== false && (mail.args || {}).SMTPUTF8 === true;
 }
 
 /**

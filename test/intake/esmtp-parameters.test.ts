@@ -108,6 +108,54 @@ describe('MAIL and RCPT parameters (RFC 5321 §4.1.1.11, RFC 3461 DSN)', () => {
   });
 });
 
+describe('UTF-8 addresses need SMTPUTF8 (RFC 6531 §3.7.4.1)', () => {
+  let fixture: IntakeFixture;
+  before(async () => {
+    fixture = await startIntake();
+  });
+  after(() => fixture.close());
+
+  test('a UTF-8 sender without SMTPUTF8 gets 553 5.6.7 and the session goes on', async () => {
+    const client = await loginOverStartTls(fixture.port, TEST_USER.name, TEST_USER.password);
+    const reply = await client.command('MAIL FROM:<j\u00fcrgen@shop.example>');
+    assert.match(reply.raw, /^553 5\.6\.7 .*requires SMTPUTF8/);
+    assert.equal((await client.command('MAIL FROM:<app@shop.example>')).code, 250);
+    client.close();
+    const rejected = fixture.logs.events('rejected').find((line) => line.reason === 'ENONASCII' && line.stage === 'mail');
+    assert.ok(rejected, 'logged as rejected with reason ENONASCII');
+  });
+
+  test('a UTF-8 recipient after a MAIL without SMTPUTF8 gets 553 5.6.7; ASCII recipients of that MAIL still pass', async () => {
+    const client = await loginOverStartTls(fixture.port, TEST_USER.name, TEST_USER.password);
+    assert.equal((await client.command('MAIL FROM:<app@shop.example>')).code, 250);
+    assert.match((await client.command('RCPT TO:<zo\u00eb@a.example>')).raw, /^553 5\.6\.7 .*requires SMTPUTF8/);
+    assert.match((await client.command('RCPT TO:<x@\u00e9t\u00e9.example>')).raw, /^553 5\.6\.7 /, 'a UTF-8 domain too');
+    assert.equal((await client.command('RCPT TO:<x@a.example>')).code, 250);
+    client.close();
+  });
+
+  test('SMTPUTF8 on a refused MAIL does not carry over to the next MAIL', async () => {
+    const client = await loginOverStartTls(fixture.port, TEST_USER.name, TEST_USER.password);
+    assert.match((await client.command('MAIL FROM:<app@shop.example> SMTPUTF8 FOO=BAR')).raw, /^555 /);
+    assert.equal((await client.command('MAIL FROM:<app@shop.example>')).code, 250);
+    assert.match((await client.command('RCPT TO:<zo\u00eb@a.example>')).raw, /^553 5\.6\.7 /);
+    client.close();
+  });
+
+  test('with SMTPUTF8 on MAIL, UTF-8 sender and recipients are accepted and spooled as given', async () => {
+    const client = await loginOverStartTls(fixture.port, TEST_USER.name, TEST_USER.password);
+    assert.equal((await client.command('MAIL FROM:<j\u00fcrgen@shop.example> SMTPUTF8')).code, 250);
+    assert.equal((await client.command('RCPT TO:<zo\u00eb@\u00e9t\u00e9.example>')).code, 250);
+    await client.command('DATA');
+    const reply = await client.command('Subject: utf8\r\n\r\nhi\r\n.');
+    assert.equal(reply.code, 250, reply.raw);
+    client.close();
+    const { envelope } = await readSpooled(fixture.spool, queueIdOf(reply));
+    assert.equal(envelope.smtpUtf8, true);
+    assert.equal(envelope.recipients[0]!.address, 'zo\u00eb@\u00e9t\u00e9.example');
+  });
+});
+
 describe('Received header against a hostile EHLO name', () => {
   let fixture: IntakeFixture;
   before(async () => {
