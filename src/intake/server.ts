@@ -13,12 +13,15 @@ import { AuthThrottle, DEFAULT_AUTH_THROTTLE, type AuthThrottlePolicy } from '..
 import { IntakeMetrics } from './intake-metrics.js';
 import { receiveMessage } from './receive-message.js';
 import { ConnectionSlots } from './connection-slots.js';
+import { ConnectionLog, DEFAULT_CONNECTION_LOG, type ConnectionLogPolicy } from './connection-log.js';
 import { TooManyErrorsError } from './refusals.js';
 import { RelaySmtpServer, type RelayConnection } from './relay-smtp-server.js';
 import { logStartupWarnings } from './startup-warnings.js';
 import { SubmissionPolicy } from './submission-policy.js';
 import { loadTlsFiles } from './tls-files.js';
 import { UserStore } from '../config/user-store.js';
+
+type SmtpServerError = Error & { remoteAddress?: string; meta?: { remoteAddress?: string } };
 
 /** Error replies a session may get before 421 and close: Postfix's smtpd_hard_error_limit default. */
 const HARD_ERROR_LIMIT = 20;
@@ -31,6 +34,8 @@ export interface ServerDeps {
   spoolFs?: SpoolFs;
   /** Where the counters go (shared/metrics createMetricsRegistry); a private registry when absent. Served on --metrics. */
   metrics?: Registry;
+  /** How many connection log lines one client may cause per window (tests shorten the window). */
+  connectionLog?: ConnectionLogPolicy;
 }
 
 export interface RunningServer {
@@ -56,6 +61,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   // Assigned below, once the servers exist; the slots only ask it when a connection arrives.
   let handshakes = () => 0;
   const slots = new ConnectionSlots({ perAddress: config.maxConnectionsPerIp, total: config.maxConnections }, () => handshakes());
+  const connectionLog = new ConnectionLog(logger, deps.connectionLog ?? DEFAULT_CONNECTION_LOG);
   const inData = new Set<string>();
   let closing = false;
   const registry = deps.metrics ?? new Registry();
@@ -72,8 +78,18 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
 
   const refuse = (session: SMTPServerSession, stage: string, error: RelayError) => {
     metrics.rejection(error.code).inc();
-    logger.info({ event: 'rejected', session: session.id, client: session.remoteAddress, stage, reason: error.code, reply: error.smtp?.code }, error.message);
+    const fields = { event: 'rejected', session: session.id, client: session.remoteAddress, stage, reason: error.code, reply: error.smtp?.code };
+    // A refusal at connect comes once per connection: a client reconnecting without pause must not flood the log.
+    if (stage === 'connect') connectionLog.write('info', fields, error.message);
+    else logger.info(fields, error.message);
     return hasSmtpReply(error) ? toSmtpServerError(error) : error;
+  };
+
+  /** smtp-server's errors name the client on the error (a session) or in `meta` (a failed implicit-TLS handshake). */
+  const logSmtpError = (error: SmtpServerError) => {
+    const client = error.remoteAddress ?? error.meta?.remoteAddress;
+    if (client === undefined) return void logger.warn({ event: 'smtp-error', err: error }, 'smtp connection error');
+    connectionLog.write('warn', { event: 'smtp-error', client, err: error }, 'smtp connection error');
   };
 
   const options: SMTPServerOptions = {
@@ -93,7 +109,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       const refusal = policy.admitConnection(session);
       if (refusal) return callback(refuse(session, 'connect', refusal));
       admitted.add(session.id);
-      logger.info({ event: 'connect', session: session.id, client: session.remoteAddress, tls: session.secure }, 'connect');
+      connectionLog.write('info', { event: 'connect', session: session.id, client: session.remoteAddress, tls: session.secure }, 'connect');
       callback();
     },
     onSecure(_socket, session, callback) {
@@ -149,7 +165,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         });
     },
     onClose(session) {
-      logger.debug({ event: 'disconnect', session: session.id, client: session.remoteAddress }, 'disconnect');
+      connectionLog.write('debug', { event: 'disconnect', session: session.id, client: session.remoteAddress }, 'disconnect');
     },
   };
 
@@ -184,7 +200,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const smtps = config.smtpsPort === null ? null : new RelaySmtpServer({ ...options, secure: true }, hooks);
   const servers = smtps ? [submission, smtps] : [submission];
   handshakes = () => smtps?.handshakesInProgress ?? 0;
-  for (const server of servers) server.on('error', (error: Error) => logger.warn({ event: 'smtp-error', err: error }, 'smtp connection error'));
+  for (const server of servers) server.on('error', (error: SmtpServerError) => logSmtpError(error));
 
   const listen = (server: RelaySmtpServer, port: number) =>
     new Promise<number>((resolve, reject) => {
@@ -230,6 +246,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
       for (const connection of connections.values()) if (!inData.has(connection.id)) connection.send(421, '4.3.2 Server shutting down');
       await Promise.all(stopped);
       await metricsServer?.close();
+      connectionLog.flush();
       logger.info({ event: 'stopped' }, 'mta-server stopped');
     },
   };
