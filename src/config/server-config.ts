@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import { ConfigError } from '../shared/errors.js';
 import { OBSERVABILITY_FLAG_DEFAULTS, resolveObservability, type ObservabilityConfig } from './observability.js';
-import { parseDuration, parseNetworks, parsePort, parsePositiveInteger, parseSize } from './units.js';
+import { parseDuration, parseNetworks, parsePort, parsePositiveDuration, parsePositiveInteger, parseSize } from './units.js';
 
 export interface ServerConfig extends ObservabilityConfig {
   host: string;
@@ -19,6 +19,10 @@ export interface ServerConfig extends ObservabilityConfig {
   maxConnectionsPerIp: number;
   /** Simultaneous connections in all, both ports, implicit-TLS handshakes in progress included. */
   maxConnections: number;
+  /** Implicit-TLS handshakes in progress from one address (IPv6: one /64); the excess is closed at once. */
+  maxHandshakesPerIp: number;
+  /** Longest an implicit-TLS handshake may take before the socket is closed. */
+  tlsHandshakeTimeout: number;
   /** Whole-session deadline: a client that trickles commands cannot hold a slot forever. */
   sessionTimeLimit: number;
   idleTimeout: number;
@@ -41,6 +45,8 @@ export const SERVER_FLAG_DEFAULTS = {
   trustedNetworks: undefined,
   maxConnectionsPerIp: '50',
   maxConnections: '1000',
+  maxHandshakesPerIp: '10',
+  tlsHandshakeTimeout: '10s',
   sessionTimeLimit: '30m',
   idleTimeout: '5m',
   ...OBSERVABILITY_FLAG_DEFAULTS,
@@ -69,6 +75,8 @@ export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname
     trustedNetworks: trusted ? parseNetworks(trusted, '--trusted-networks') : null,
     maxConnectionsPerIp: parsePositiveInteger(required('maxConnectionsPerIp'), '--max-connections-per-ip'),
     maxConnections: parsePositiveInteger(required('maxConnections'), '--max-connections'),
+    maxHandshakesPerIp: parsePositiveInteger(required('maxHandshakesPerIp'), '--max-handshakes-per-ip'),
+    tlsHandshakeTimeout: parsePositiveDuration(required('tlsHandshakeTimeout'), '--tls-handshake-timeout'),
     sessionTimeLimit: parseDuration(required('sessionTimeLimit'), '--session-time-limit'),
     idleTimeout: parseDuration(required('idleTimeout'), '--idle-timeout'),
     ...resolveObservability(value),

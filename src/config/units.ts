@@ -11,6 +11,13 @@ export function parseDuration(text: string, what = 'duration'): number {
   return Number(match[1]) * DURATION_UNITS[match[2]!]!;
 }
 
+/** A duration that must not be 0, for a deadline that 0 would turn into "fail at once". */
+export function parsePositiveDuration(text: string, what: string): number {
+  const ms = parseDuration(text, what);
+  if (ms === 0) throw new ConfigError(`${what}: "${text}" must be longer than 0`);
+  return ms;
+}
+
 /** Bytes, or `10k`, `25m`, `1g` → bytes. */
 export function parseSize(text: string, what = 'size'): number {
   const match = /^(\d+)([kmg]?)$/i.exec(text.trim());

@@ -2,7 +2,7 @@ import { Gauge, type Registry } from 'prom-client';
 import { TallyCounter, type Tally } from '../shared/metrics.js';
 
 /** The refusals mta-server makes itself (shared/errors.ts codes): their series exist at 0 from the start. */
-const KNOWN_REASONS = ['ECLIENTBLOCKED', 'ETOOMANYCONN', 'EAUTHREQUIRED', 'EBADSENDER', 'EBADRCPT', 'ETOOMANYRCPT', 'ETOOLARGE', 'ESPOOLWRITE', 'EBADPARAM', 'EPARAMVALUE', 'ENONASCII'];
+const KNOWN_REASONS = ['ECLIENTBLOCKED', 'ETOOMANYCONN', 'EAUTHREQUIRED', 'EBADSENDER', 'EBADRCPT', 'ETOOMANYRCPT', 'ETOOLARGE', 'ESPOOLWRITE', 'EBADPARAM', 'EPARAMVALUE', 'ENONASCII', 'ETOOMANYHANDSHAKES'];
 
 /**
  * mta-server's metrics. Counting on the SMTP path is adding to a number bound here once; the open-connection

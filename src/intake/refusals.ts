@@ -27,6 +27,11 @@ export class TooManyConnectionsError extends RelayError {
   override readonly smtp = { code: 421, enhanced: '4.7.0' };
 }
 
+/** An implicit-TLS socket beyond its address's share of handshakes: closed at once, it cannot read a reply. */
+export class TooManyHandshakesError extends RelayError {
+  readonly code = 'ETOOMANYHANDSHAKES';
+}
+
 export class TooManyRecipientsError extends RelayError {
   readonly code = 'ETOOMANYRCPT';
   override readonly smtp = { code: 452, enhanced: '4.5.3' };

@@ -69,11 +69,12 @@ export interface ConnectionHooks {
   onOpen(connection: RelayConnection): () => void;
   errorLimit: ErrorLimit;
   /**
-   * Whether an implicit-TLS socket may start its handshake: those sockets are not sessions yet, yet they hold a
-   * descriptor and CPU, so the total connection cap counts them. A refused one is closed at once (it cannot read
-   * a cleartext 421).
+   * Before an implicit-TLS socket's handshake: undefined closes it at once (it cannot read a cleartext 421), else
+   * the function to call once the handshake is over, whichever way it ended.
    */
-  mayStartHandshake(): boolean;
+  startHandshake(socket: net.Socket): (() => void) | undefined;
+  /** Longest a handshake may take, however slowly the client trickles its bytes. */
+  handshakeTimeout: number;
 }
 
 /** smtp-server with our reply codes and a hook on every connection (per-IP counts, session deadline). */
@@ -96,16 +97,32 @@ export class RelaySmtpServer extends SMTPServer {
   }
 
   override _acceptSocket(socket: net.Socket, handshake: boolean): (() => void) | false {
-    if (handshake && !this.hooks.mayStartHandshake()) {
+    if (!handshake) return super._acceptSocket(socket, handshake);
+    const end = this.hooks.startHandshake(socket);
+    const release = end && super._acceptSocket(socket, handshake);
+    if (!release) {
+      end?.();
       socket.on('error', () => undefined);
       socket.destroy();
       return false;
     }
-    return super._acceptSocket(socket, handshake);
-  }
-
-  /** Implicit-TLS sockets accepted whose handshake has not finished yet. */
-  get handshakesInProgress(): number {
-    return this._pendingSockets.size;
+    // smtp-server's own handshake deadline is the idle timeout (minutes), restarted by every byte; this one is not.
+    const deadline = setTimeout(() => {
+      const upgraded = this._pendingSockets.get(socket);
+      // Failed the way smtp-server fails its own handshake timeout, so the server's 'error' event reports it.
+      if (upgraded && upgraded !== socket) upgraded.destroy(Object.assign(new Error('TLS handshake timeout'), { code: 'ERR_TLS_HANDSHAKE_TIMEOUT' }));
+      else socket.destroy();
+    }, this.hooks.handshakeTimeout);
+    let released = false;
+    const releaseOnce = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(deadline);
+      socket.removeListener('close', releaseOnce);
+      end();
+      release();
+    };
+    socket.once('close', releaseOnce);
+    return releaseOnce;
   }
 }

@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { Registry } from 'prom-client';
 import type { ServerConfig } from '../config/server-config.js';
@@ -21,7 +21,7 @@ import { SubmissionPolicy } from './submission-policy.js';
 import { loadTlsFiles } from './tls-files.js';
 import { UserStore } from '../config/user-store.js';
 
-type SmtpServerError = Error & { remoteAddress?: string; meta?: { remoteAddress?: string } };
+type SmtpServerError = Error & { code?: string; remoteAddress?: string; meta?: { remoteAddress?: string } };
 
 /** Error replies a session may get before 421 and close: Postfix's smtpd_hard_error_limit default. */
 const HARD_ERROR_LIMIT = 20;
@@ -58,9 +58,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const connections = new Map<string, RelayConnection>();
   /** Sessions holding a slot (admitted in onConnect), released when they close. */
   const admitted = new Set<string>();
-  // Assigned below, once the servers exist; the slots only ask it when a connection arrives.
-  let handshakes = () => 0;
-  const slots = new ConnectionSlots({ perAddress: config.maxConnectionsPerIp, total: config.maxConnections }, () => handshakes());
+  const slots = new ConnectionSlots({ perAddress: config.maxConnectionsPerIp, total: config.maxConnections, handshakesPerAddress: config.maxHandshakesPerIp });
   const connectionLog = new ConnectionLog(logger, deps.connectionLog ?? DEFAULT_CONNECTION_LOG);
   const inData = new Set<string>();
   let closing = false;
@@ -89,7 +87,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
   const logSmtpError = (error: SmtpServerError) => {
     const client = error.remoteAddress ?? error.meta?.remoteAddress;
     if (client === undefined) return void logger.warn({ event: 'smtp-error', err: error }, 'smtp connection error');
-    connectionLog.write('warn', { event: 'smtp-error', client, err: error }, 'smtp connection error');
+    if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+      connectionLog.write('info', { event: 'tls-handshake-timeout', client, timeout: config.tlsHandshakeTimeout }, 'TLS handshake not finished in time, connection closed');
+    } else {
+      connectionLog.write('warn', { event: 'smtp-error', client, err: error }, 'smtp connection error');
+    }
   };
 
   const options: SMTPServerOptions = {
@@ -193,13 +195,20 @@ export async function startServer(config: ServerConfig, deps: ServerDeps): Promi
         return error;
       },
     },
-    mayStartHandshake: () => slots.mayStartHandshake(),
+    startHandshake(socket: Socket) {
+      const client = socket.remoteAddress ?? '';
+      const refusal = slots.startHandshake(client);
+      if (!refusal) return () => slots.endHandshake(client);
+      metrics.rejection(refusal.code).inc();
+      connectionLog.write('info', { event: 'rejected', client, stage: 'tls-handshake', reason: refusal.code }, refusal.message);
+      return undefined;
+    },
+    handshakeTimeout: config.tlsHandshakeTimeout,
   };
 
   const submission = new RelaySmtpServer({ ...options }, hooks);
   const smtps = config.smtpsPort === null ? null : new RelaySmtpServer({ ...options, secure: true }, hooks);
   const servers = smtps ? [submission, smtps] : [submission];
-  handshakes = () => smtps?.handshakesInProgress ?? 0;
   for (const server of servers) server.on('error', (error: SmtpServerError) => logSmtpError(error));
 
   const listen = (server: RelaySmtpServer, port: number) =>

@@ -93,6 +93,8 @@ describe('mta-server command line', () => {
       [serverArgs(s, ['--key', s.certificate.certFile]), {}, /do not load/],
       [serverArgs(s, ['--trusted-networks', '10.0.0.0/8/9']), {}, /--trusted-networks: "10\.0\.0\.0\/8\/9" is not an address or a CIDR network/],
       [serverArgs(s), { MTA_TRUSTED_NETWORKS: '127.0.0.0/8,,::1' }, /--trusted-networks: an empty item/],
+      [serverArgs(s, ['--tls-handshake-timeout', '0s']), {}, /--tls-handshake-timeout: "0s" must be longer than 0/],
+      [serverArgs(s), { MTA_MAX_HANDSHAKES_PER_IP: 'none' }, /--max-handshakes-per-ip: "none" is not a whole number/],
     ] as const) {
       const result = await runCli('mta-server', [...args], { env });
       assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);

@@ -14,6 +14,17 @@ test('--max-connections defaults to 1000 and takes a positive integer', () => {
   assert.throws(() => resolveServerConfig({ maxConnections: 'many' }, 'relay.test'), ConfigError);
 });
 
+test('--max-handshakes-per-ip defaults to 10 and --tls-handshake-timeout to 10s; zero and junk are refused naming the flag', () => {
+  const defaults = resolveServerConfig({}, 'relay.test');
+  assert.equal(defaults.maxHandshakesPerIp, 10);
+  assert.equal(defaults.tlsHandshakeTimeout, 10_000);
+  const set = resolveServerConfig({ maxHandshakesPerIp: '3', tlsHandshakeTimeout: '1500ms' }, 'relay.test');
+  assert.equal(set.maxHandshakesPerIp, 3);
+  assert.equal(set.tlsHandshakeTimeout, 1500);
+  for (const bad of ['0', '-1', 'ten']) assert.throws(() => resolveServerConfig({ maxHandshakesPerIp: bad }, 'relay.test'), /^ConfigError: --max-handshakes-per-ip: /, bad);
+  for (const bad of ['0s', '0ms', '10', 'soon']) assert.throws(() => resolveServerConfig({ tlsHandshakeTimeout: bad }, 'relay.test'), /^ConfigError: --tls-handshake-timeout: /, bad);
+});
+
 test('setUserSecret writes the users file 0600 whatever its mode was', async () => {
   const { dir, cleanup } = await tempDir('mta-users-mode-');
   try {

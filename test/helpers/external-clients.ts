@@ -163,6 +163,75 @@ export async function smtplib(submission: SmtplibSubmission): Promise<{ result: 
   return { result, outcome: parseJsonOutput(result) as SmtplibOutcome };
 }
 
+export interface HalfOpenTlsProbe {
+  smtpsPort: number;
+  submissionPort: number;
+  /** Loopback address that opens `sockets` connections to the implicit-TLS port and never sends a ClientHello. */
+  attacker: string;
+  sockets: number;
+  /** How many of them the server should keep (its per-address handshake cap): the rest are waited for, closed. */
+  kept: number;
+  /** Longest wait for that, in seconds: shorter than the handshake deadline, so the deadline closes none of them. */
+  settle: number;
+  /** Another loopback address that then asks for a banner on both ports. */
+  prober: string;
+  /** Longest wait for the kept sockets to be closed, in seconds. */
+  closeWithin: number;
+}
+
+export interface HalfOpenTlsOutcome {
+  /** Attacker sockets the server closed before the probe. */
+  closedAtOnce: number;
+  /** The prober's first reply line on the submission port, and on the implicit-TLS port after its handshake. */
+  plainBanner: string;
+  tlsBanner: string;
+  tlsVersion: string;
+  /** Attacker sockets still open once the probe was answered. */
+  openAfterProbe: number;
+  /** Attacker sockets still open after `closeWithin` seconds. */
+  openAtEnd: number;
+}
+
+/** Half-open implicit-TLS sockets from one address (issue 17), then an ordinary client from another. */
+const HALF_OPEN_TLS_SCRIPT = `
+import json, select, socket, ssl, sys, time
+p = json.load(sys.stdin)
+def is_closed(sock):
+    # Before a ClientHello the server sends nothing, so a readable socket is one the server closed.
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(1) == b''
+    except OSError:
+        return True
+def count_open(socks):
+    return sum(1 for s in socks if not is_closed(s))
+def wait_until_open_at_most(socks, limit, seconds):
+    end = time.monotonic() + seconds
+    while count_open(socks) > limit and time.monotonic() < end:
+        time.sleep(0.05)
+    return count_open(socks)
+held = [socket.create_connection(('127.0.0.1', p['smtpsPort']), timeout=10, source_address=(p['attacker'], 0)) for _ in range(p['sockets'])]
+closed_at_once = len(held) - wait_until_open_at_most(held, p['kept'], p['settle'])
+with socket.create_connection(('127.0.0.1', p['submissionPort']), timeout=10, source_address=(p['prober'], 0)) as plain:
+    plain_banner = plain.makefile('rb').readline().decode().strip()
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+with socket.create_connection(('127.0.0.1', p['smtpsPort']), timeout=10, source_address=(p['prober'], 0)) as raw:
+    with context.wrap_socket(raw, server_hostname='localhost') as tls:
+        tls_banner = tls.makefile('rb').readline().decode().strip()
+        tls_version = tls.version()
+open_after_probe = count_open(held)
+open_at_end = wait_until_open_at_most(held, 0, p['closeWithin'])
+print(json.dumps({'closedAtOnce': closed_at_once, 'plainBanner': plain_banner, 'tlsBanner': tls_banner, 'tlsVersion': tls_version, 'openAfterProbe': open_after_probe, 'openAtEnd': open_at_end}))
+`;
+
+export async function halfOpenTlsFlood(probe: HalfOpenTlsProbe): Promise<{ result: RunResult; outcome: HalfOpenTlsOutcome }> {
+  const result = await run(PYTHON, ['-c', HALF_OPEN_TLS_SCRIPT], JSON.stringify(probe));
+  return { result, outcome: parseJsonOutput(result) as HalfOpenTlsOutcome };
+}
+
 export interface PhpMailerSubmission {
   port: number;
   user: string;
