@@ -11,6 +11,7 @@ import { createMetricsRegistry } from '../shared/metrics.js';
 import { addDkimCommands } from './dkim-cli.js';
 import { startDkimSigning } from './dkim-signing.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
+import { loadDaemonPolicy } from './daemon-policy.js';
 import { addPolicyCommands } from './policy-cli.js';
 import { addQueueAdminCommands } from './queue-admin-cli.js';
 import { prepareWebUi } from './web-ui.js';
@@ -32,7 +33,7 @@ const program = new Command('mta-queue')
   .addOption(envOption('--relay-ca <file>', 'extra CA certificates (PEM) for --relay-tls verify, a private relay [none]'))
   .addOption(envOption('--retry-schedule <list>', 'waits between attempts, 5m*3 repeats, the last repeats [1m,5m,15m,30m,1h,2h,4h]'))
   .addOption(envOption('--max-queue-time <dur>', 'after this a deferred recipient bounces (expired) [5d]'))
-  .addOption(envOption('--max-connections-per-destination <n>', 'simultaneous connections per recipient domain [10]'))
+  .addOption(envOption('--max-connections-per-destination <n>', 'connections at once per site (the MX set): [shaping.default] connection_limit, a value in --policy wins [10]'))
   .addOption(envOption('--poll-interval <dur>', 'fallback scan of the spool for new mail [1s]'))
   .addOption(envOption('--connect-timeout <dur>', 'TCP connect and greeting timeout per MX address [30s]'))
   .addOption(envOption('--dkim-dir <dir>', 'DKIM keys and their states, re-read on SIGHUP and when they change (docs/dkim.md) [/etc/mta-relay/dkim]'))
@@ -54,19 +55,21 @@ const program = new Command('mta-queue')
   .addOption(envOption('--log-max-size <size>', 'with --log-file: start a new file past this size [100m]'))
   .addOption(envOption('--log-keep <n>', 'with --log-file: rotated files kept besides the current one [7]'))
   .addOption(envOption('--metrics <addr:port>', 'serve Prometheus /metrics and /healthz, e.g. 127.0.0.1:9588; a bare port means 127.0.0.1 [off]'))
+  .addOption(envOption('--policy <file>', 'shaping policy, TOML (docs/policy.md); re-read on SIGHUP [/etc/mta-relay/policy.toml; missing: built-in]'))
   .action(async (flags: Partial<QueueFlags> & { once?: boolean }) => {
     const config = resolveQueueConfig(flags, os.hostname(), process.env.NODE_EXTRA_CA_CERTS);
     const logger = await openDaemonLogger('mta-queue', config);
     // It is our EHLO name and the DSN's Reporting-MTA: receivers and their filters expect a fully qualified name.
     if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
     await logRelayHostWarnings(config.relayHost, logger);
+    const policy = await loadDaemonPolicy(config, logger);
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
     // The web UI's chart reads the delivery counters, so they are kept when it runs even without --metrics.
     const metrics = config.metrics ? createMetricsRegistry() : config.web ? new Registry() : undefined;
     // Signed at delivery, not at intake: retries and DSNs get the key that is active when they go out.
     const dkim = await startDkimSigning(config, mxTransport(config, resolver, systemClock), { logger, clock: systemClock, registry: metrics });
-    const runner = new QueueRunner(config, { logger, transport: dkim.transport, processes: procProcessTable(), leaseToken: newLeaseToken(), metrics });
+    const runner = new QueueRunner(config, { logger, transport: dkim.transport, processes: procProcessTable(), leaseToken: newLeaseToken(), metrics, policy: policy.current });
     if (flags.once) {
       await runner.start({ watch: false });
       await runner.drain();
@@ -91,7 +94,7 @@ const program = new Command('mta-queue')
           await runner.close();
         },
         reload: async () => {
-          await Promise.all([dkim.keyring.load('sighup'), web?.reload()]);
+          await Promise.all([dkim.keyring.load('sighup'), web?.reload(), policy.reload()]);
         },
       };
     });

@@ -7,11 +7,10 @@
  */
 export const BUILT_IN_POLICY = String.raw`
 [shaping.default]
-# KumoMTA's defaults for a site nobody described.
+# KumoMTA's defaults for a site nobody described, but no rate (KumoMTA: 100/sec messages, 100/min connections):
+# like Postfix (default_destination_rate_delay = 0), a site nobody described is limited by its connections alone.
 connection_limit = 10
 max_deliveries_per_connection = 100
-max_message_rate = "100/sec"
-max_connection_rate = "100/min"
 # KumoMTA uses 100; 10 stops a dead site from costing 100 connection attempts first.
 consecutive_connection_failures_before_delay = 10
 connection_failure_delay = "5m"

@@ -254,16 +254,20 @@ function merged(policy: Policy, source: string, file: string, origin: string): v
   if (problems.length > 0) throw new PolicyError(file, problems.sort((a, b) => a.line - b.line));
 }
 
-/** The built-in policy alone (no `--policy` file, or the default file absent). */
-export function builtInPolicy(): Policy {
+/**
+ * The built-in policy alone (no `--policy` file, or the default file absent), with `flags` over its
+ * [shaping.default]: `--max-connections-per-destination` sets connection_limit unless a file says otherwise.
+ */
+export function builtInPolicy(flags: ShapingSettings = {}): Policy {
   const policy = emptyPolicy();
   merged(policy, BUILT_IN_POLICY, 'built-in policy', 'built-in');
+  Object.assign(policy.default, flags);
   return policy;
 }
 
-/** The built-in policy with `source` (the text of `file`) added over it; PolicyError lists every problem. */
-export function parsePolicy(source: string, file: string): Policy {
-  const policy = builtInPolicy();
+/** The built-in policy (and `flags`) with `source` (the text of `file`) added over it; PolicyError lists every problem. */
+export function parsePolicy(source: string, file: string, flags: ShapingSettings = {}): Policy {
+  const policy = builtInPolicy(flags);
   merged(policy, source, file, 'file');
   return policy;
 }
@@ -274,15 +278,25 @@ export const DEFAULT_POLICY_FILE = '/etc/mta-relay/policy.toml';
  * `--policy FILE`: a missing default file means the built-in policy alone; a named file that is missing or
  * unreadable is a ConfigError, as an invalid one is a PolicyError (exit 2 at start, `policy-invalid` on reload).
  */
-export async function readPolicyFile(file: string | undefined): Promise<{ policy: Policy; file: string | null }> {
+export async function readPolicyFile(file: string | undefined, flags: ShapingSettings = {}): Promise<{ policy: Policy; file: string | null }> {
   const path = file ?? DEFAULT_POLICY_FILE;
   let source: string;
   try {
     source = await readFile(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'error';
-    if (file === undefined && code === 'ENOENT') return { policy: builtInPolicy(), file: null };
+    if (file === undefined && code === 'ENOENT') return { policy: builtInPolicy(flags), file: null };
     throw new ConfigError(`--policy: cannot read ${path} (${code})`);
   }
-  return { policy: parsePolicy(source, path), file: path };
+  return { policy: parsePolicy(source, path, flags), file: path };
+}
+
+/** Settings in the policy file's own form (rates as written, durations as `Nms`): how a back-off keeps its throttle in the spool. */
+export function shapingTable(settings: ShapingSettings): Record<string, string | number> {
+  return Object.fromEntries(Object.entries(settings).map(([key, value]) => [key, typeof value === 'object' ? value.text : key === 'connection_failure_delay' ? `${value}ms` : value]));
+}
+
+/** The reverse of shapingTable, for a back-off read back from the spool: what does not parse is left out (and reported). */
+export function parseShapingTable(table: Record<string, unknown>, report: (message: string) => void): ShapingSettings {
+  return readFields<ShapingSettings>(table, [], SHAPING_FIELDS, (_, message) => report(message));
 }

@@ -36,6 +36,8 @@ export interface QueueConfig extends ObservabilityConfig {
   web: WebConfig | null;
   /** `--inbox-dir`: the local test inbox to show under /inbox (npm start); null: none. */
   inboxDir: string | null;
+  /** `--policy`: the shaping policy file; null: the default path, where a missing file means the built-in policy. */
+  policyFile: string | null;
 }
 
 export interface WebConfig {
@@ -82,6 +84,7 @@ export const QUEUE_FLAG_DEFAULTS = {
   webMaxConnections: '256',
   webIdleTimeout: '60s',
   inboxDir: undefined,
+  policy: undefined,
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
@@ -111,6 +114,7 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     relayHost: resolveRelayHost({ host: value('relayHost'), authFile: value('relayAuthFile'), tls: value('relayTls'), ca: value('relayCa'), nodeExtraCaCerts }),
     web: resolveWeb(value, value('hostname') || defaultHostname),
     inboxDir: value('inboxDir') || null,
+    policyFile: value('policy') || null,
     ...resolveObservability(value),
   };
 }

@@ -2,7 +2,8 @@ import type { Clock } from '../shared/clock.js';
 import { groupBy } from '../shared/collections.js';
 import type { Logger } from '../shared/logger.js';
 import { domainOf } from '../shared/addresses.js';
-import { FINAL_STATES, type Envelope, type RecipientRecord, type RecipientState } from '../spool/envelope.js';
+import type { Policy } from '../config/policy.js';
+import { FINAL_STATES, formatReply, type Envelope, type RecipientRecord, type RecipientState, type RecordedReply } from '../spool/envelope.js';
 import { readSource, streamSource, type MessageSource } from '../spool/message-source.js';
 import type { Claim, QueueStore } from '../spool/queue-store.js';
 import { queueBounce, type BounceContext } from './bounce.js';
@@ -10,15 +11,23 @@ import { outgoingDsn } from './dsn.js';
 import type { DeliveryMetrics } from './delivery-metrics.js';
 import { readMessageHead } from '../spool/header-block.js';
 import { countReceivedHeaders, loopReply } from './hop-limit.js';
-import type { DeliverySlots } from './limiter.js';
+import type { Backoffs } from './backoffs.js';
+import type { Router, Route } from './router.js';
+import type { SiteQueues } from './site-queues.js';
 import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport } from './transport.js';
 import { nextAttemptAt } from './retry-policy.js';
 
 export interface DeliveryContext extends BounceContext {
   store: QueueStore;
   transport: Transport;
-  /** `--max-connections-per-destination`, then `--concurrency`. */
-  slots: DeliverySlots;
+  /** Where each domain's mail goes, under which policy (route first). */
+  router: Router;
+  /** Per-site ready queues: the connection limits, `--concurrency` and rates a transaction waits for. */
+  sites: SiteQueues;
+  /** Back-offs in force, started by the policy's rules and the connection breaker. */
+  backoffs: Backoffs;
+  /** The policy in force now (reloaded on SIGHUP): its back-off rules are matched against every reply. */
+  policy(): Policy;
   clock: Clock;
   logger: Logger;
   retrySchedule: number[];
@@ -32,47 +41,57 @@ const BUFFERED_BODY_LIMIT = 1024 * 1024;
 const HEAD_READ_LIMIT = 64 * 1024;
 
 /**
- * One delivery attempt for a claimed message: every recipient not yet final, one transaction per domain,
- * all domains at once. Each recipient ends the attempt delivered, bounced, expired or deferred, and the
- * message leaves the spool when none is left to try.
+ * What one transaction, or one decision not to make it, came to (shared/design/dispatch.md: one record, many
+ * sinks). `held` is a throttled outcome: the recipients wait until then with no attempt counted.
+ */
+export interface AttemptRecord {
+  domain: string;
+  route: Route | null;
+  recipients: RecipientRecord[];
+  result: DomainAttempt | null;
+  held?: { until: number; reason: string };
+  ms: number;
+}
+
+/**
+ * One delivery attempt for a claimed message: every recipient due now (not final, not held back to later), one
+ * transaction per domain (or several, when a rate grants fewer recipients than the domain has), all domains at
+ * once. Each recipient ends the attempt delivered, bounced, expired, deferred or held back, and the message
+ * leaves the spool when none is left to try.
  */
 export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, context: DeliveryContext): Promise<'completed' | 'deferred'> {
   const started = context.clock.now();
-  const due = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state));
+  const due = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state) && (recipient.dueAt ?? 0) <= started);
   const attempt = Math.max(0, ...due.map((recipient) => recipient.attempts)) + 1;
   // Read once, when the first destination has a slot: a message waiting for a slot holds no body in memory.
   let message: Promise<OutgoingMessage> | undefined;
+  const body = () => (message ??= outgoingMessage(envelope, claim.source));
   const looping = loopReply(countReceivedHeaders((await readMessageHead(claim.source, HEAD_READ_LIMIT)).bytes));
   const byDomain = groupBy(due, (recipient) => domainOf(recipient.address));
-  const attempts = await Promise.all(
-    [...byDomain].map(async ([domain, recipients]) => {
-      if (looping) return { domain, recipients, result: everyRecipient(recipients, { verdict: 'permanent', reply: looping }) };
-      const domainStarted = context.clock.now();
-      const release = await context.slots.acquire(domain);
-      try {
-        message ??= outgoingMessage(envelope, claim.source);
-        const result = await context.transport.deliver(domain, recipients.map((r) => r.address), await message);
-        context.metrics?.domainAttempt((context.clock.now() - domainStarted) / 1000);
-        return { domain, recipients, result };
-      } finally {
-        release();
-      }
-    }),
-  );
+  const records: AttemptRecord[] = (
+    await Promise.all<AttemptRecord[]>(
+      [...byDomain].map(([domain, recipients]) =>
+        looping ? [{ domain, route: null, recipients, result: everyRecipient(recipients, { verdict: 'permanent', reply: looping }), ms: 0 }] : attemptDomain(envelope.id, domain, recipients, body, context),
+      ),
+    )
+  ).flat();
   // Kept with the envelope, so a retry of this message signs without reading its body again.
   const bodyHash = message && (await message).bodyHash?.relaxedSha256;
   if (bodyHash) envelope.dkimBodyHash = bodyHash;
   const now = context.clock.now();
   const retryAt = nextAttemptAt({ schedule: context.retrySchedule, attempts: attempt, arrivedAt: envelope.arrivedAt, now, maxQueueTime: context.maxQueueTime });
+  const expiresAt = envelope.arrivedAt + context.maxQueueTime;
   // Delivered to an MX without DSN: a NOTIFY=SUCCESS there is ours to answer (RFC 3461 §5.2.2).
   const relayed: RecipientRecord[] = [];
-  for (const { domain, recipients, result } of attempts) {
-    for (const recipient of recipients) {
-      applyOutcome(recipient, result, retryAt, now, attempt);
-      if (recipient.state === 'delivered' && result.remoteDsn !== true) relayed.push(recipient);
-      context.metrics?.recipientDone(recipient.state, recipient.lastReply?.code ?? null);
+  for (const record of records) {
+    for (const recipient of record.recipients) {
+      if (record.held) holdBack(recipient, record.held, expiresAt, now);
+      else applyOutcome(recipient, record.result!, retryAt, now, attempt);
+      if (recipient.state === 'delivered' && record.result?.remoteDsn !== true) relayed.push(recipient);
+      if (record.held) context.metrics?.heldBack(record.route?.provider ?? null);
+      else context.metrics?.recipientDone(recipient.state, recipient.lastReply?.code ?? null);
     }
-    logAttempt(context.logger, envelope.id, domain, recipients, result, attempt, now - started);
+    logAttempt(context.logger, envelope.id, record, attempt, now - started);
   }
   // Recorded only while the claim is still ours: given back at shutdown meanwhile, the outcome is dropped.
   return context.store.whileHeld(claim, async () => {
@@ -88,10 +107,78 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
       return 'completed';
     }
     await queueBounce(envelope, claim.source, { failed: [], relayed }, context);
-    envelope.nextAttemptAt = retryAt ?? now;
+    envelope.nextAttemptAt = nextLook(envelope, retryAt ?? now);
     await context.store.defer(claim, envelope);
     return 'deferred';
   });
+}
+
+/** One domain's recipients: routed, then admitted by its site's queue, as many transactions as its rate grants. */
+async function attemptDomain(queueId: string, domain: string, recipients: RecipientRecord[], body: () => Promise<OutgoingMessage>, context: DeliveryContext): Promise<AttemptRecord[]> {
+  const started = context.clock.now();
+  const routed = await context.router.route(domain);
+  if ('failure' in routed) return [{ domain, route: null, recipients, result: { ...everyRecipient(recipients, routed.failure), mx: routed.mx }, ms: context.clock.now() - started }];
+  const route = routed;
+  const records: AttemptRecord[] = [];
+  for (let rest = recipients; rest.length > 0; ) {
+    const admission = await context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route) ?? false });
+    if (admission.kind === 'held') {
+      records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason }, ms: context.clock.now() - started });
+      break;
+    }
+    const batch = rest.slice(0, admission.recipients);
+    rest = rest.slice(admission.recipients);
+    const transactionStarted = context.clock.now();
+    try {
+      const result = await context.transport.deliver(domain, batch.map((r) => r.address), await body(), { maxDeliveriesPerConnection: route.shaping.max_deliveries_per_connection });
+      context.metrics?.domainAttempt((context.clock.now() - transactionStarted) / 1000);
+      const record = { domain, route, recipients: batch, result, ms: context.clock.now() - started };
+      // Before the connection is given back: the next transaction to the site must already see a back-off this reply starts.
+      await observeBackoffs(record, queueId, context);
+      records.push(record);
+    } finally {
+      admission.release();
+    }
+  }
+  return records;
+}
+
+/** The back-off sink: the policy's rules against every reply that was not a success, and the connection breaker. */
+async function observeBackoffs(record: AttemptRecord, queueId: string, context: DeliveryContext): Promise<void> {
+  const { route, result } = record;
+  if (!route || !result) return;
+  const now = context.clock.now();
+  const rules = context.policy().rules;
+  const replies = new Map<string, RecordedReply>();
+  for (const outcome of result.outcomes.values()) if (outcome.verdict !== 'delivered') replies.set(formatReply(outcome.reply), outcome.reply);
+  for (const reply of replies.values()) await context.backoffs.observeReply(route.site, route.source, reply, rules, now, queueId);
+  const someReply = replies.values().next().value ?? null;
+  await context.backoffs.observeConnection(route.site, route.source, result.unreachable !== true, route.shaping, someReply, now, queueId);
+}
+
+/** When delivery should look at the message next: the soonest of its retry and its held-back recipients' times. */
+function nextLook(envelope: Envelope, retryAt: number): number {
+  const pending = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state));
+  const held = pending.filter((recipient) => recipient.dueAt !== undefined).map((recipient) => recipient.dueAt!);
+  return pending.some((recipient) => recipient.dueAt === undefined) ? Math.min(retryAt, ...held) : Math.min(...held);
+}
+
+/**
+ * A throttled outcome: no attempt counted, the place in --retry-schedule kept, the remote's last reply kept, and
+ * why it waits said beside it. Held back past the queue lifetime it expires now, naming the hold (4.4.7).
+ */
+function holdBack(recipient: RecipientRecord, held: { until: number; reason: string }, expiresAt: number, now: number): void {
+  if (held.until >= expiresAt) {
+    recipient.state = 'expired';
+    recipient.lastAttemptAt = now;
+    recipient.lastReply = { code: null, enhanced: '4.4.7', text: `message expired while ${held.reason}` };
+    delete recipient.dueAt;
+    delete recipient.heldBack;
+    return;
+  }
+  if (recipient.state === 'pending') recipient.state = 'deferred';
+  recipient.dueAt = held.until;
+  recipient.heldBack = held;
 }
 
 function everyRecipient(recipients: RecipientRecord[], outcome: RecipientOutcome): DomainAttempt {
@@ -105,6 +192,8 @@ function applyOutcome(recipient: RecipientRecord, attempt: DomainAttempt, retryA
   };
   recipient.attempts = attemptNumber;
   recipient.lastAttemptAt = now;
+  delete recipient.dueAt;
+  delete recipient.heldBack;
   recipient.lastReply = outcome.reply;
   recipient.remoteMta = attempt.mx;
   recipient.state = stateFor(outcome, retryAt);
@@ -126,17 +215,22 @@ async function outgoingMessage(envelope: Envelope, source: MessageSource): Promi
   return { ...wire, body: () => streamSource(source) };
 }
 
-function logAttempt(logger: Logger, queueId: string, domain: string, recipients: RecipientRecord[], attempt: DomainAttempt, attemptNumber: number, ms: number): void {
-  for (const [state, group] of groupBy(recipients, (recipient) => recipient.state)) {
+function logAttempt(logger: Logger, queueId: string, record: AttemptRecord, attemptNumber: number, ms: number): void {
+  const { domain, route, held, result } = record;
+  for (const [state, group] of groupBy(record.recipients, (recipient) => recipient.state)) {
+    if (held && state !== 'expired') {
+      logger.info({ event: 'held-back', queueId, domain, site: route?.site, recipients: group.map((r) => r.address), until: new Date(held.until).toISOString(), reason: held.reason }, 'held back');
+      continue;
+    }
     const reply = group[0]!.lastReply;
     const line = {
       event: state,
       queueId,
       domain,
       recipients: group.map((recipient) => recipient.address),
-      mx: attempt.mx,
-      ip: attempt.ip,
-      tls: attempt.tls,
+      mx: result?.mx ?? null,
+      ip: result?.ip ?? null,
+      tls: result?.tls ?? null,
       code: reply?.code ?? null,
       enhanced: reply?.enhanced ?? null,
       reply: reply?.text ?? null,

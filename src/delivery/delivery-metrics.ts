@@ -31,6 +31,9 @@ export class DeliveryMetrics {
   private readonly outcomes = new Map<RecipientState, Record<ReplyClass, Tally>>();
   private readonly latency: Histogram;
   private readonly dns: Record<'transient' | 'permanent', Tally>;
+  private readonly heldBackCounter: TallyCounter<'provider'>;
+  /** Per provider name (bounded by the policy's provider table; 'none' for a site of its own). */
+  private readonly heldBackByProvider = new Map<string, Tally>();
 
   constructor(registry: Registry, snapshot: () => QueueSnapshot, now: () => number) {
     const registers = [registry];
@@ -58,6 +61,12 @@ export class DeliveryMetrics {
       registry,
     });
     this.dns = { transient: dnsFailures.bind({ kind: 'transient' }), permanent: dnsFailures.bind({ kind: 'permanent' }) };
+    this.heldBackCounter = new TallyCounter({
+      name: 'mta_queue_held_back_total',
+      help: 'recipients held back without an attempt (a back-off, a rate, a busy site), by provider of the site (none: a site no provider matches)',
+      labelNames: ['provider'],
+      registry,
+    });
 
     const size = new Gauge({
       name: 'mta_queue_messages',
@@ -94,6 +103,13 @@ export class DeliveryMetrics {
   /** A recipient's state after an attempt, and the reply code that put it there. */
   recipientDone(state: RecipientState, code: number | null): void {
     this.outcomes.get(state)?.[(code !== null && CLASS_OF_DIGIT[Math.floor(code / 100)]) || 'none'].inc();
+  }
+
+  heldBack(provider: string | null): void {
+    const name = provider ?? 'none';
+    let tally = this.heldBackByProvider.get(name);
+    if (!tally) this.heldBackByProvider.set(name, (tally = this.heldBackCounter.bind({ provider: name })));
+    tally.inc();
   }
 
   domainAttempt(seconds: number): void {

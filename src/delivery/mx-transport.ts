@@ -13,9 +13,9 @@ import { mayTryAnotherAddress, MX_LIMITS, type MxLimits, type MxWalk } from './m
 import { readWhole, sevenBitForm } from './eight-bit.js';
 import { RemoteSession, type SessionTarget, type TransactionResult } from './remote-session.js';
 import { UntrustedCertificateError } from './session-tls.js';
-import { resolveMxTargets, resolveRelayTargets, type DnsResolver } from './resolve-mx.js';
+import { resolveMxTargets, resolveRelayTargets, type DnsResolver, type MxTarget } from './resolve-mx.js';
 import { POSTFIX_DEADLINES, type SmtpDeadlines } from './smtp-deadlines.js';
-import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
+import type { DeliveryOptions, Destination, DestinationFailure, DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
 
 export interface TransportOptions {
   resolver: DnsResolver;
@@ -74,6 +74,8 @@ export function mxTransport(config: QueueConfig, resolver: DnsResolver, clock: C
  */
 export class MxTransport implements Transport {
   private readonly idle = new Map<string, { session: RemoteSession; timer: NodeJS.Timeout }[]>();
+  /** Transactions each session has carried, for max_deliveries_per_connection. */
+  private readonly transactions = new WeakMap<RemoteSession, number>();
   private readonly deadlines: SmtpDeadlines;
   /** `--relay-tls verify`: the CAs are parsed once here, not at every connection. */
   private readonly verifyTls: SessionTarget['verifyTls'];
@@ -84,14 +86,40 @@ export class MxTransport implements Transport {
     if (relay?.tls === 'verify') this.verifyTls = { trust: relay.trustedCas ? createSecureContext({ ca: relay.trustedCas }) : null };
   }
 
-  async deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
+  async locate(domain: string): Promise<Destination | DestinationFailure> {
+    const relay = this.options.relayHost;
+    try {
+      const targets = await this.targets(domain);
+      const first = targets[0];
+      const addresses = first ? await first.addresses().catch(() => []) : [];
+      const privateAllowed = this.options.allowPrivateDestinations || Boolean(relay);
+      const firstAddress = addresses.find((ip) => mayConnectTo(ip, privateAllowed)) ?? null;
+      if (relay) return { site: `relay:${relay.host}:${relay.port}`, mxHosts: [], firstAddress };
+      const mxHosts = [...new Set(targets.map((target) => target.host.toLowerCase()))].sort();
+      return { site: mxHosts.join(','), mxHosts, firstAddress };
+    } catch (error) {
+      const failure = this.noteFailure(error, { mx: null, ip: null, stage: 'dns', greeted: false });
+      return { failure: failure.outcome(), mx: failure.mx };
+    }
+  }
+
+  hasIdleConnection(destination: Destination): boolean {
+    if (destination.firstAddress === null) return false;
+    return (this.idle.get(`${destination.firstAddress}:${this.options.port}`)?.length ?? 0) > 0;
+  }
+
+  private targets(domain: string): Promise<MxTarget[]> {
+    const relay = this.options.relayHost;
+    return relay ? Promise.resolve(resolveRelayTargets(relay.host, this.options.resolver)) : resolveMxTargets(domain, this.options.resolver);
+  }
+
+  async deliver(domain: string, recipients: string[], message: OutgoingMessage, options: DeliveryOptions = {}): Promise<DomainAttempt> {
     // Made only when no MX address could be tried at all: an Error (and its stack) per message costs.
     let last: DeliveryFailure | undefined;
     const walk: MxWalk = { addressesTried: 0, sessionsGreeted: 0 };
     const limits = this.options.mxLimits ?? MX_LIMITS;
     try {
-      const relay = this.options.relayHost;
-      const targets = relay ? resolveRelayTargets(relay.host, this.options.resolver) : await resolveMxTargets(domain, this.options.resolver);
+      const targets = await this.targets(domain);
       walking: for (const target of targets) {
         let addresses: string[];
         try {
@@ -106,7 +134,7 @@ export class MxTransport implements Transport {
           if (!mayTryAnotherAddress(walk, limits)) break walking;
           walk.addressesTried++;
           try {
-            return await this.transact(this.target(ip, target.host), recipients, message);
+            return await this.transact(this.target(ip, target.host), recipients, message, options);
           } catch (error) {
             last = deliveryFailureFrom(error, { mx: target.host, ip, stage: 'connect', greeted: false });
             if (last.greeted) walk.sessionsGreeted++;
@@ -118,7 +146,8 @@ export class MxTransport implements Transport {
     }
     last ??= new DeliveryFailure({ verdict: 'transient', reply: NOTHING_TRIED, mx: null, ip: null, stage: 'dns', greeted: false });
     const outcome = last.outcome();
-    return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: last.mx, ip: last.ip, tls: null };
+    const unreachable = walk.addressesTried > 0 && last.stage !== 'dns';
+    return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: last.mx, ip: last.ip, tls: null, unreachable };
   }
 
   private noteFailure(error: unknown, context: Parameters<typeof deliveryFailureFrom>[1]): DeliveryFailure {
@@ -151,7 +180,7 @@ export class MxTransport implements Transport {
   }
 
   /** Throws (a DeliveryFailure) only when this MX address could not take the transaction at all (try the next one). */
-  private async transact(target: SessionTarget, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
+  private async transact(target: SessionTarget, recipients: string[], message: OutgoingMessage, options: DeliveryOptions): Promise<DomainAttempt> {
     const pooled = this.takeIdle(target);
     let session = pooled ?? (await this.connect(target));
     let result;
@@ -175,7 +204,9 @@ export class MxTransport implements Transport {
     // The end of DATA closes the transaction (RFC 5321 §4.1.1.4): RSET, a round trip per message, is needed
     // only when the transaction stopped before it (MAIL or every RCPT refused).
     const reusable = delivered !== null ? session.usable : await session.reset();
-    if (reusable) this.putIdle(session);
+    const used = (this.transactions.get(session) ?? 0) + 1;
+    this.transactions.set(session, used);
+    if (reusable && used < (options.maxDeliveriesPerConnection ?? Infinity)) this.putIdle(session);
     else session.close();
     return { outcomes, mx: target.host, ip: target.ip, tls: session.tls, remoteDsn: session.offers('DSN') };
   }

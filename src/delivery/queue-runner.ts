@@ -17,8 +17,12 @@ import { QueueStore, type Claim, type ClaimedFile, type ClaimedMessage } from '.
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
 import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
 import { DueIndex } from './due-index.js';
-import { DeliverySlots } from './limiter.js';
+import { Backoffs, type BackoffPersistence } from './backoffs.js';
+import { Router } from './router.js';
+import { SiteQueues } from './site-queues.js';
+import { LocalThrottles } from './throttle.js';
 import type { TransportFactory } from './transport.js';
+import { builtInPolicy, type Policy } from '../config/policy.js';
 
 export interface QueueDeps {
   logger: Logger;
@@ -33,6 +37,10 @@ export interface QueueDeps {
   spoolFs?: SpoolFs;
   /** Where the metrics go (shared/metrics createMetricsRegistry); a private registry when absent. Served on --metrics. */
   metrics?: Registry;
+  /** The shaping policy in force (`--policy`, reloaded on SIGHUP by the caller); the built-in one when absent. */
+  policy?: () => Policy;
+  /** Where back-offs are kept (spool/backoff-store.ts); none: they live in this process only. */
+  backoffStore?: BackoffPersistence;
 }
 
 /** How often the deferred/ index is re-read, to see what other mta-queue processes deferred. */
@@ -48,6 +56,12 @@ const WATCH_SCAN_DELAY_MS = 50;
  * more messages than it has delivery agents).
  */
 const CLAIMED_PER_SLOT = 10;
+/**
+ * Transactions waiting in site queues hold no slot and are not counted against the claims above, so mail for an
+ * idle site is claimed while another site's queue is long (no head-of-line blocking); this bounds the memory
+ * they take (an envelope each, no body).
+ */
+const MAX_WAITING_IN_SITE_QUEUES = 10_000;
 
 /**
  * The delivery daemon's scheduler: finds what is due (new arrivals by file-system events plus a poll, deferred
@@ -87,6 +101,8 @@ export class QueueRunner {
   private metricsServer: MetricsServer | null = null;
   /** How many of `ready` sit in deferred/ (promoted when due): the rest are in incoming/. */
   private readyDeferred = 0;
+  private readonly backoffs: Backoffs;
+  private pumpScheduled = false;
 
   constructor(
     private readonly config: QueueConfig,
@@ -97,11 +113,17 @@ export class QueueRunner {
     this.store = new QueueStore(layout, deps.processes, deps.leaseToken);
     this.registry = deps.metrics ?? new Registry();
     this.metrics = new DeliveryMetrics(this.registry, () => this.queueSnapshot(), () => this.clock.now());
+    const transport = deps.transport({ onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent), logger: deps.logger });
+    const policy = deps.policy ?? ((fallback) => () => fallback)(builtInPolicy({ connection_limit: config.maxConnectionsPerDestination }));
+    this.backoffs = new Backoffs(deps.backoffStore ?? null, deps.logger);
     this.context = {
       store: this.store,
       writer: new MessageWriter(layout),
-      transport: deps.transport({ onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent), logger: deps.logger }),
-      slots: new DeliverySlots(config.concurrency, config.maxConnectionsPerDestination),
+      transport,
+      router: new Router(transport, policy, config.relayHost !== null),
+      sites: new SiteQueues({ concurrency: config.concurrency, throttles: new LocalThrottles(), backoffs: this.backoffs, clock: this.clock, onWaiting: () => this.pumpSoon() }),
+      backoffs: this.backoffs,
+      policy,
       hostname: config.hostname,
       clock: this.clock,
       logger: deps.logger,
@@ -127,6 +149,7 @@ export class QueueRunner {
     await this.startMetrics();
     await this.store.takeLease();
     await this.recoverClaims(true);
+    await this.backoffs.load(this.clock.now());
     await this.rescanDeferred();
     await this.scanIncoming();
     this.deps.logger.info(
@@ -165,6 +188,8 @@ export class QueueRunner {
       const unremoved = await this.store.removeSettledBatches();
       if (unremoved.length) log.error({ event: 'spool-error', count: unremoved.length, err: unremoved[0] }, 'batch files whose messages are all settled could not be removed; tried again at the next poll');
       await pruneTombstones(this.store.layout);
+      // `mta-queue policy resume`, or another process's back-off.
+      await this.backoffs.refresh(this.clock.now());
     } catch (error) {
       log.error({ event: 'scan-failed', err: error }, 'could not keep active/ in order; tried again at the next poll');
     }
@@ -191,6 +216,8 @@ export class QueueRunner {
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.wakeTimer);
     clearTimeout(this.scanTimer);
+    // Transactions waiting for their site come back held until now: their claims are released below.
+    this.context.sites.close();
     const pending = [...this.inFlight];
     for (const retry of this.retries) clearTimeout(retry);
     this.retries.clear();
@@ -327,9 +354,21 @@ export class QueueRunner {
     this.ready.push(candidate);
   }
 
+  /** A transaction began to wait in its site queue: room for another claim, once this turn of the loop is done. */
+  private pumpSoon(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
   private pump(): void {
     const limit = this.config.concurrency * CLAIMED_PER_SLOT;
-    while (!this.stopping && this.inFlight.size < limit) {
+    const sites = this.context.sites;
+    // A message waiting in a site queue (each waiting transaction counted as one) leaves its claim free for another.
+    while (!this.stopping && this.inFlight.size - Math.min(sites.waiting, this.inFlight.size) < limit && sites.waiting < MAX_WAITING_IN_SITE_QUEUES) {
       const message = this.claimedReady.shift();
       if (message) {
         this.startWork(this.deliver(message));

@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import type { Logger } from '../shared/logger.js';
 import { readWhole, sevenBitForm } from './eight-bit.js';
-import type { DomainAttempt, OutgoingMessage, RecipientOutcome, SevenBitForm, Transport, TransportFactory } from './transport.js';
+import { locateDestination } from './router.js';
+import type { DeliveryOptions, Destination, DestinationFailure, DomainAttempt, OutgoingMessage, RecipientOutcome, SevenBitForm, Transport, TransportFactory } from './transport.js';
 
 /**
  * What signs a message on its way out (dkim/signer.ts in production). Delivery knows it only through this
@@ -36,7 +37,15 @@ export class SigningTransport implements Transport {
     private readonly logger: Logger,
   ) {}
 
-  async deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt> {
+  locate(domain: string): Promise<Destination | DestinationFailure> {
+    return locateDestination(this.inner, domain);
+  }
+
+  hasIdleConnection(destination: Destination): boolean {
+    return this.inner.hasIdleConnection?.(destination) ?? false;
+  }
+
+  async deliver(domain: string, recipients: string[], message: OutgoingMessage, options?: DeliveryOptions): Promise<DomainAttempt> {
     let signing = this.signed.get(message);
     if (!signing) {
       signing = this.sign(message);
@@ -49,7 +58,7 @@ export class SigningTransport implements Transport {
       const outcome = this.signingFailed(message, error, domain);
       return { outcomes: new Map(recipients.map((address) => [address, outcome])), mx: null, ip: null, tls: null };
     }
-    return this.inner.deliver(domain, recipients, outgoing);
+    return this.inner.deliver(domain, recipients, outgoing, options);
   }
 
   close(): void {

@@ -10,10 +10,42 @@ import type { Verdict } from './classify.js';
  * implementation; signing and shaping wrap it; tests drive the queue's state transitions with a double.
  */
 export interface Transport {
+  /**
+   * Where mail for `domain` goes, found before any slot is taken (shared/design/dispatch.md, route first): the
+   * site it shares limits with, or the outcome when DNS alone decides. Never rejects. A transport without it
+   * (a test double) makes every domain a site of its own.
+   */
+  locate?(domain: string): Promise<Destination | DestinationFailure>;
   /** Never rejects: every failure is an outcome for the recipients it concerns. */
-  deliver(domain: string, recipients: string[], message: OutgoingMessage): Promise<DomainAttempt>;
+  deliver(domain: string, recipients: string[], message: OutgoingMessage, options?: DeliveryOptions): Promise<DomainAttempt>;
+  /** A connection to `destination` is idle in the pool: the next transaction opens none (max_connection_rate). */
+  hasIdleConnection?(destination: Destination): boolean;
   /** Drops idle connections; deliveries still running finish on their own. */
   close(): void;
+}
+
+/** Where a domain's mail goes. */
+export interface Destination {
+  /**
+   * KumoMTA's site name: the MX host names, sorted and joined by ',' (outlook.com and hotmail.com share one), the
+   * domain itself when it has no MX (implicit MX, RFC 5321 §5.1), `relay:HOST:PORT` with --relay-host.
+   */
+  site: string;
+  mxHosts: string[];
+  /** The address the walk dials first: connection limits also hold per address, whatever names point at it. */
+  firstAddress: string | null;
+}
+
+/** DNS decided for every recipient of the domain (NXDOMAIN, null MX, a resolver failure): no slot is needed. */
+export interface DestinationFailure {
+  failure: RecipientOutcome;
+  mx: string | null;
+}
+
+/** The shaping of the site that applies to this transaction. */
+export interface DeliveryOptions {
+  /** After this many transactions a connection is closed (QUIT), not pooled again. */
+  maxDeliveriesPerConnection?: number;
 }
 
 /** What the runner lets a transport report besides outcomes (metrics). */
@@ -74,6 +106,8 @@ export interface DomainAttempt {
   mx: string | null;
   ip: string | null;
   tls: TlsDetails | null;
+  /** No MX address took a session (every connection failed or was refused at the greeting): counts toward the site's breaker. */
+  unreachable?: boolean;
   /** The MX that took the transaction offered DSN, so NOTIFY went on with it and success is reported from there
    *  (RFC 3461 §5.2); otherwise a NOTIFY=SUCCESS recipient gets a "relayed" DSN from us. */
   remoteDsn?: boolean;

@@ -96,7 +96,7 @@ describe('mta-queue and batch files', () => {
     assert.deepEqual([...(await f.files('incoming')), ...(await claimed())], []);
   });
 
-  test('at shutdown, messages of a claimed batch not delivered yet go back to incoming/ one by one', async () => {
+  test('at shutdown, messages of a claimed batch not delivered yet go back to the queue one by one: the one in flight to incoming/, those waiting for their site held back until now', async () => {
     const ids = await f.enqueueBatch(['s1', 's2', 's3'].map((seq) => ({ sender: 'app@shop.example', recipients: [`${seq}@silent.test`], message: message(seq) })));
     const runner = new QueueRunner({ ...f.config, concurrency: 1, shutdownTimeout: 300 }, f.deps());
     const sessions = mx('silent').sessions;
@@ -105,16 +105,20 @@ describe('mta-queue and batch files', () => {
     const deadline = Date.now() + 10_000;
     while (mx('silent').sessions === sessions && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     await runner.close();
-    assert.deepEqual([...(f.logs.events('stopped').at(-1)?.released as string[])].sort(), [...ids].sort());
-    assert.deepEqual((await f.files('incoming')).filter((name) => ids.some((id) => name.includes(id))), ids.map((id) => `${id}.json`).sort());
+    const released = f.logs.events('stopped').at(-1)?.released as string[];
+    assert.equal(released.length, 1, 'the transaction in flight is given back');
+    const waited = ids.filter((id) => !released.includes(id));
+    assert.deepEqual((await f.files('incoming')).filter((name) => ids.some((id) => name.includes(id))), [`${released[0]}.json`]);
+    assert.deepEqual(f.logs.events('held-back').map((line) => line.queueId).sort(), [...waited].sort(), 'the two waiting for the one connection are held back, no attempt counted');
     for (const [index, id] of ids.entries()) assert.match(await readFile(f.layout.messagePath(id), 'utf8'), new RegExp(`X-Seq: s${index + 1}`));
     assert.deepEqual(await claimed(), [], 'the batch is gone');
     // The delivery still in flight at shutdown ends later; it must not give its message a second entry.
     await new Promise((resolve) => setTimeout(resolve, 2500));
     const entries = (await scanQueue(f.layout)).filter((entry) => ids.includes(entry.id));
-    assert.deepEqual(entries.map((entry) => `${entry.id} ${entry.state}`).sort(), ids.map((id) => `${id} incoming`).sort());
+    assert.deepEqual(entries.map((entry) => `${entry.id} ${entry.state}`).sort(), ids.map((id) => `${id} ${released.includes(id) ? 'incoming' : 'deferred'}`).sort());
+    for (const entry of entries.filter((item) => item.state === 'deferred')) assert.deepEqual(entry.envelope?.recipients.map((r) => [r.attempts, r.heldBack?.reason]), [[0, 'held back: mta-queue is stopping']]);
     // Out of the way of the next test: the silent MX would hold them for good.
-    for (const dir of ['incoming', 'data'] as const) for (const name of await f.files(dir)) if (ids.some((id) => name.includes(id))) await unlink(path.join(f.layout.dir(dir), name));
+    for (const dir of ['incoming', 'deferred', 'data'] as const) for (const name of await f.files(dir)) if (ids.some((id) => name.includes(id))) await unlink(path.join(f.layout.dir(dir), name));
   });
 
   test('holding one message of a batch splits the batch: the others stay queued on their own and are delivered', async () => {

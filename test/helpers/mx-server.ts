@@ -70,6 +70,10 @@ export interface ReceivedMail {
   mailParams: Record<string, string | boolean>;
   /** RCPT TO parameters of each accepted recipient (NOTIFY, ORCPT, …). */
   rcptParams: Record<string, Record<string, string | boolean>>;
+  /** When the MX accepted it (Date.now()). */
+  at: number;
+  /** The connection it came on (smtp-server's session id). */
+  session: string;
 }
 
 export interface RcptAttempt {
@@ -95,6 +99,8 @@ export interface FakeMx {
   errors: (Error & { code?: string })[];
   /** Connections that reached the SMTP layer, refused ones included. */
   readonly sessions: number;
+  /** The most connections open at once. */
+  readonly peakSessions: number;
   /** Resolves with the messages once there are at least `count`; rejects after `timeoutMs`. */
   waitForMessages(count: number, timeoutMs?: number): Promise<ReceivedMail[]>;
   close(): Promise<void>;
@@ -171,6 +177,8 @@ function receivedMail(session: SMTPServerSession, raw: Buffer): ReceivedMail {
     smtpUtf8: envelope.smtpUtf8 === true,
     mailParams: envelope.mailFrom ? { ...(envelope.mailFrom.args || {}) } : {},
     rcptParams: Object.fromEntries(envelope.rcptTo.map((rcpt) => [rcpt.address, { ...(rcpt.args || {}) }])),
+    at: Date.now(),
+    session: session.id,
   };
 }
 
@@ -186,6 +194,8 @@ export async function startMx(options: { host: string; port?: number; behaviour?
   const waiters = new Set<() => void>();
   const unanswered = new Set<(error: SMTPServerError) => void>();
   let sessions = 0;
+  let open = 0;
+  let peakSessions = 0;
 
   const waitForMessages = (count: number, timeoutMs = 5_000): Promise<ReceivedMail[]> =>
     new Promise((resolve, reject) => {
@@ -208,6 +218,9 @@ export async function startMx(options: { host: string; port?: number; behaviour?
     host, port, name, messages, rcptAttempts, mailAttempts, authAttempts, errors, waitForMessages, close,
     get sessions() {
       return sessions;
+    },
+    get peakSessions() {
+      return peakSessions;
     },
   });
   if (behaviour.dead) return fakeMx(options.port || (await closedPort(host)), async () => {});
@@ -246,8 +259,12 @@ export async function startMx(options: { host: string; port?: number; behaviour?
     ...(tlsMode === 'broken' && BROKEN_TLS),
     onConnect(_session, callback) {
       sessions++;
+      peakSessions = Math.max(peakSessions, ++open);
       if (behaviour.greeting === 'silent') unanswered.add(callback);
       else callback(behaviour.greeting ? smtpError(behaviour.greeting) : undefined);
+    },
+    onClose() {
+      open--;
     },
     onMailFrom(address, session, callback) {
       mailAttempts.push({ address: address.address, params: { ...(address.args || {}) } });

@@ -1,0 +1,31 @@
+import type { QueueConfig } from '../config/queue-config.js';
+import { readPolicyFile, type Policy } from '../config/policy.js';
+import type { Logger } from '../shared/logger.js';
+
+/**
+ * The daemon's policy (`--policy`): read at start, where a problem is exit 2 naming `FILE:LINE` (a ConfigError out
+ * of here); read again on SIGHUP, where a problem is logged (`policy-invalid`) and the policy in force stays.
+ */
+export interface DaemonPolicy {
+  current(): Policy;
+  reload(): Promise<void>;
+}
+
+export async function loadDaemonPolicy(config: Pick<QueueConfig, 'policyFile' | 'maxConnectionsPerDestination'>, logger: Logger): Promise<DaemonPolicy> {
+  // --max-connections-per-destination is [shaping.default] connection_limit, unless the file says otherwise.
+  const read = () => readPolicyFile(config.policyFile ?? undefined, { connection_limit: config.maxConnectionsPerDestination });
+  const describe = (loaded: { policy: Policy; file: string | null }) => ({ file: loaded.file ?? 'built-in', providers: loaded.policy.providers.length, rules: loaded.policy.rules.length, domains: loaded.policy.domains.size });
+  let loaded = await read();
+  logger.info({ event: 'policy-loaded', ...describe(loaded) }, `policy: ${loaded.file ?? 'built-in only'}`);
+  return {
+    current: () => loaded.policy,
+    reload: async () => {
+      try {
+        loaded = await read();
+        logger.info({ event: 'policy-loaded', reason: 'sighup', ...describe(loaded) }, `policy reloaded: ${loaded.file ?? 'built-in only'}`);
+      } catch (error) {
+        logger.error({ event: 'policy-invalid', err: { message: (error as Error).message } }, `policy not reloaded, the one in force stays: ${(error as Error).message}`);
+      }
+    },
+  };
+}
