@@ -41,10 +41,13 @@ export class DirectorySync {
 /**
  * Writes `data` to `finalPath` atomically (chasquid safeio, Postfix): temp file in the same filesystem,
  * fdatasync, rename over the target, fsync the directory. Readers see the old content or the new, never half.
+ * `beforeRename` runs on the complete temp file (chasquid's hook): what it learns is about our file, whereas after
+ * the rename another writer may already have replaced it.
  */
-export async function replaceFileDurably(fs: SpoolFs, tmpPath: string, finalPath: string, data: string | Uint8Array | Readable, directory: DirectorySync): Promise<void> {
+export async function replaceFileDurably(fs: SpoolFs, tmpPath: string, finalPath: string, data: string | Uint8Array | Readable, directory: DirectorySync, beforeRename?: () => Promise<void>): Promise<void> {
   await writeFileDurably(fs, tmpPath, data);
   try {
+    await beforeRename?.();
     await fs.rename(tmpPath, finalPath);
   } catch (error) {
     await removeIfPresent(fs, tmpPath).catch(() => undefined);

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { nodeSpoolFs, type SpoolFs } from './spool-fs.js';
 
 /** Directory names inside the spool; docs/spool.md describes what lives in each. */
-export const SPOOL_DIRS = ['tmp', 'data', 'incoming', 'deferred', 'held', 'active', 'corrupt', 'deleted'] as const;
+export const SPOOL_DIRS = ['tmp', 'data', 'incoming', 'deferred', 'held', 'active', 'corrupt', 'deleted', 'state'] as const;
 export type SpoolDir = (typeof SPOOL_DIRS)[number];
 
 /** Where the spool is, and the file system every spool call goes through (a test double, or node's). */

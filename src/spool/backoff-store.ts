@@ -1,0 +1,149 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { RelayError } from '../shared/errors.js';
+import { normalizeBackoffRecord, parseBackoffFile, serializeBackoffFile, type BackoffRecord } from './backoff-record.js';
+import { DirectorySync, replaceFileDurably } from './durable.js';
+import type { SpoolLayout } from './layout.js';
+
+export type { BackoffRecord } from './backoff-record.js';
+
+/**
+ * The back-offs in force (docs/spool.md, "Back-offs"): `state/backoffs.json`, shared by every mta-queue process on
+ * the spool and the admin commands, so a suspension survives a restart and `policy resume` reaches the daemon.
+ * Each change reads the file, merges, and replaces it atomically (tmp, fdatasync, rename, fsync); changes through
+ * one store run one at a time. Two processes changing it at the same moment can lose one of the two changes: a
+ * lost back-off is recorded again by the next matching reply, and a lost resume shows in `policy show`.
+ */
+
+export const BACKOFF_FILE = 'backoffs.json';
+/** Records kept at most: past it a new (site, source) is refused, so hostile replies cannot grow the file unbounded. */
+export const MAX_BACKOFFS = 10_000;
+// 10,000 records of the largest size each; anything bigger is not a file we wrote.
+const MAX_FILE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The file did not parse; it has been moved to `corrupt/` (movedTo) and the call did nothing else. The next call
+ * finds no file, i.e. no back-off: the caller logs this (`event: 'corrupt'`) and calls again.
+ */
+export class BackoffFileCorruptError extends RelayError {
+  readonly code = 'EBACKOFFSCORRUPT';
+  constructor(readonly movedTo: string, readonly problem: string) {
+    super(`${BACKOFF_FILE}: ${problem}; moved to ${movedTo}`);
+  }
+}
+
+/** MAX_BACKOFFS are in force already: a back-off for a new (site, source) is not kept. */
+export class BackoffLimitError extends RelayError {
+  readonly code = 'EBACKOFFLIMIT';
+}
+
+const inForce = (now: number) => (record: BackoffRecord) => record.until > now;
+
+export class BackoffStore {
+  readonly file: string;
+  private readonly directory: DirectorySync;
+  /** What the file was (inode, mtime, size) when this store last read or wrote it; undefined before. */
+  private seen: string | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly layout: SpoolLayout) {
+    this.file = path.join(layout.dir('state'), BACKOFF_FILE);
+    this.directory = new DirectorySync(layout.fs, layout.dir('state'));
+  }
+
+  /** The records in force at `now`; none without a file. Throws BackoffFileCorruptError (see there). */
+  read(now: number): Promise<BackoffRecord[]> {
+    return this.exclusive(async () => (await this.load(now)).filter(inForce(now)));
+  }
+
+  /** Adds or replaces the record of (record.site, record.source), keeping what other writers put meanwhile. */
+  async put(record: BackoffRecord, now: number): Promise<void> {
+    const kept = normalizeBackoffRecord(record);
+    await this.exclusive(async () => {
+      const others = (await this.load(now)).filter((old) => inForce(now)(old) && !(old.site === kept.site && old.source === kept.source));
+      if (others.length >= MAX_BACKOFFS) throw new BackoffLimitError(`${MAX_BACKOFFS} back-offs in force already: not kept for ${kept.site.slice(0, 200)} (${kept.source})`);
+      await this.save([...others, kept].filter(inForce(now)));
+    });
+  }
+
+  /** Removes the records of `site` (only `source`'s when given); returns them. Writes nothing when there are none. */
+  remove(site: string, source: string | undefined, now: number): Promise<BackoffRecord[]> {
+    return this.exclusive(async () => {
+      const all = (await this.load(now)).filter(inForce(now));
+      const lifted = all.filter((record) => record.site === site && (source === undefined || record.source === source));
+      if (lifted.length > 0) await this.save(all.filter((record) => !lifted.includes(record)));
+      return lifted;
+    });
+  }
+
+  /** Has the file changed since this store last read or wrote it? One open, fstat and close: fit for every poll. */
+  async changed(): Promise<boolean> {
+    const handle = await this.open();
+    if (!handle) return this.seen !== 'absent';
+    try {
+      return signature(await handle.stat()) !== this.seen;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Every record on disk, ended ones included. What is read and its signature come from the same descriptor. */
+  private async load(now: number): Promise<BackoffRecord[]> {
+    const handle = await this.open();
+    if (!handle) {
+      this.seen = 'absent';
+      return [];
+    }
+    let parsed: ReturnType<typeof parseBackoffFile>;
+    try {
+      const stats = await handle.stat();
+      parsed = stats.size > MAX_FILE_BYTES ? { problem: `${stats.size} bytes, over ${MAX_FILE_BYTES}` } : parseBackoffFile((await handle.readFile()).toString('utf8'));
+      this.seen = signature(stats);
+    } finally {
+      await handle.close();
+    }
+    if ('records' in parsed) return parsed.records;
+    const movedTo = path.join(this.layout.dir('corrupt'), `backoffs-${now.toString(36)}-${randomBytes(3).toString('hex')}.json`);
+    await this.layout.fs.rename(this.file, movedTo);
+    this.seen = undefined;
+    throw new BackoffFileCorruptError(movedTo, parsed.problem);
+  }
+
+  private async save(records: BackoffRecord[]): Promise<void> {
+    const fs = this.layout.fs;
+    // Spools made before state/ existed get it here; ensureSpool makes it for new ones.
+    await fs.mkdir(this.layout.dir('state'));
+    // A name of our own: two processes writing at once must not remove or rename each other's temp file.
+    const tmp = path.join(this.layout.dir('tmp'), `backoffs-${process.pid}-${randomBytes(4).toString('hex')}.json`);
+    let written: string | undefined;
+    await replaceFileDurably(fs, tmp, this.file, serializeBackoffFile(records), this.directory, async () => {
+      const handle = await fs.open(tmp, 'r');
+      try {
+        written = signature(await handle.stat());
+      } finally {
+        await handle.close();
+      }
+    });
+    this.seen = written;
+  }
+
+  private async open() {
+    try {
+      return await this.layout.fs.open(this.file, 'r');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+}
+
+/** A rename makes a new inode appear under the name; mtime and size catch a file rewritten in place by hand. */
+function signature(stats: { ino: number; mtimeMs: number; size: number }): string {
+  return `${stats.ino}:${stats.mtimeMs}:${stats.size}`;
+}
