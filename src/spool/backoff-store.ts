@@ -120,7 +120,7 @@ export class BackoffStore {
     // Spools made before state/ existed get it here; ensureSpool makes it for new ones.
     await fs.mkdir(this.layout.dir('state'));
     // A name of our own: two processes writing at once must not remove or rename each other's temp file.
-    const tmp = path.join(this.layout.dir('tmp'), `backoffs-${process.pid}-${randomBytes(4).toString('hex')}.json`);
+    const tmp = path.join(this.layout.dir('tmp'), `backoffs-${randomBytes(8).toString('hex')}.json`);
     let written: string | undefined;
     await replaceFileDurably(fs, tmp, this.file, serializeBackoffFile(records), this.directory, async () => {
       const handle = await fs.open(tmp, 'r');
