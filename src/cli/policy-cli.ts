@@ -1,19 +1,34 @@
-import type { Command } from 'commander';
+import { access } from 'node:fs/promises';
+import { Option, type Command } from 'commander';
 import { effectiveShaping } from '../config/effective-shaping.js';
 import { DEFAULT_POLICY_FILE, PolicyError, readPolicyFile, type Policy, type ShapingSettings } from '../config/policy.js';
+import { ConfigError, RelayError } from '../shared/errors.js';
 import { formatAge } from '../shared/dates.js';
 import { escapeForTerminal } from '../shared/terminal-escape.js';
+import { BackoffStore, readBackoffsInForce } from '../spool/backoff-store.js';
+import { spoolLayout } from '../spool/layout.js';
+import { backoffLine, liftedLine } from './backoff-view.js';
+import { auditLogger, openSpool } from './queue-admin-cli.js';
 import { EXIT, envOption } from './run-cli.js';
 
 /**
- * `mta-queue policy check | show`: the policy file (shared/design/cli.md "Policy file") checked and shown as the
- * daemons read it, the built-in policy underneath. Problems quote the file, so they are escaped for the terminal.
+ * `mta-queue policy check | show | resume`: the policy file (shared/design/cli.md "Policy file") checked and shown as
+ * the daemons read it, the built-in policy underneath, with the back-offs in force that the spool keeps. Problems
+ * quote the file, and back-offs quote DNS and remote replies, so both are escaped for the terminal.
  */
 
 interface PolicyFlags {
   policy?: string;
   json?: boolean;
+  spool?: string;
 }
+
+/** `policy resume` found nothing to lift: one line, exit 1. */
+class NoBackoffError extends RelayError {
+  readonly code = 'ENOBACKOFF';
+}
+
+const DEFAULT_SPOOL = '/var/mailqueue';
 
 const out = (line: string) => void process.stdout.write(line + '\n');
 
@@ -35,11 +50,39 @@ export function addPolicyCommands(program: Command): void {
 
   policy.command('show').description('the shaping in force per provider and domain, the back-off rules, pools, sources and users')
     .addOption(envOption('--policy <file>', `the policy file [${DEFAULT_POLICY_FILE}]`))
+    .addOption(envOption('--spool <dir>', `where the back-offs in force are kept [${DEFAULT_SPOOL}]`))
     .option('--json', 'exact, for scripts')
     .action(async (flags: PolicyFlags) => {
       const { policy: read, file } = await readPolicyFile(flags.policy);
-      if (flags.json) out(JSON.stringify(policyJson(read, file)));
-      else showPolicy(read, file);
+      if (flags.spool === '') throw new ConfigError('--spool must not be empty');
+      const layout = spoolLayout(flags.spool ?? DEFAULT_SPOOL);
+      const now = Date.now();
+      const backoffs = await readBackoffsInForce(layout, now, auditLogger());
+      if (flags.json) return out(JSON.stringify({ ...policyJson(read, file), backoffs }));
+      showPolicy(read, file);
+      const spoolNote = (await access(layout.root).then(() => true, () => false)) ? '' : ` (no spool at ${escapeForTerminal(layout.root)})`;
+      out(`back-offs in force now: ${backoffs.length === 0 ? `none${spoolNote}` : backoffs.length}`);
+      for (const record of backoffs) out(backoffLine(record, now));
+    });
+
+  // --source reads no MTA_* variable, like the queue commands' selection flags: an exported MTA_SOURCE must not
+  // quietly narrow what an operator means to lift.
+  policy.command('resume').description('lift the back-offs of a site by hand (SITE as `policy show` names it); a running mta-queue sees it at its next poll')
+    .argument('<site>', 'the site: its sorted MX host names joined by "," or relay:HOST:PORT')
+    .addOption(new Option('--source <source>', 'only the back-off of this source (a pool address, or default)'))
+    .addOption(envOption('--spool <dir>', `spool directory [${DEFAULT_SPOOL}]`))
+    .action(async (site: string, flags: PolicyFlags & { source?: string }) => {
+      if (site === '') throw new ConfigError('policy resume: SITE must not be empty');
+      if (flags.source === '') throw new ConfigError('--source must not be empty');
+      const layout = await openSpool(flags);
+      const now = Date.now();
+      const lifted = await new BackoffStore(layout).remove(site, flags.source, now);
+      if (lifted.length === 0) throw new NoBackoffError(`no back-off in force for ${escapeForTerminal(site)}${flags.source === undefined ? '' : ` from ${escapeForTerminal(flags.source)}`}`);
+      const audit = auditLogger();
+      for (const record of lifted) {
+        audit.info({ event: 'backoff-lifted', site: record.site, source: record.source, rule: record.rule, until: record.until }, 'back-off lifted by hand');
+        out(liftedLine(record, now));
+      }
     });
 }
 

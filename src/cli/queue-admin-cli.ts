@@ -7,7 +7,7 @@ import { parsePositiveInteger } from '../config/units.js';
 import { ConfigError, RelayError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { escapeForTerminal } from '../shared/terminal-escape.js';
-import { formatAge } from '../shared/dates.js';
+import { formatAge, isoTime } from '../shared/dates.js';
 import { FINAL_STATES, formatReply } from '../spool/envelope.js';
 import { spoolLayout, type SpoolLayout } from '../spool/layout.js';
 import { ADMIN_ACTIONS, QueueAdmin, type AdminAction } from '../spool/queue-admin.js';
@@ -18,6 +18,8 @@ import { openFirstSource } from '../spool/message-source.js';
 import { detailsJson, inspectMessage, messageFiles, queueStats, type HeaderBlock, type QueueStats } from '../spool/queue-inspect.js';
 import { describeItem, FILTER_STATES, findQueueItem, scanQueue, type QueueEntry, type SpoolItem } from '../spool/queue-listing.js';
 import { envOption } from './run-cli.js';
+import { backoffStatsLines } from './backoff-view.js';
+import { backoffSummary, readBackoffsInForce } from '../spool/backoff-store.js';
 
 /**
  * `mta-queue list | show | cat | stats | flush | hold | release | delete`: queue administration, safe while the
@@ -70,7 +72,7 @@ export function parseQueueFilter(flags: FilterFlags): QueueFilter {
   return parseFilterFields(flags, (field) => FLAG_NAMES[field]);
 }
 
-async function openSpool(flags: SpoolFlags): Promise<SpoolLayout> {
+export async function openSpool(flags: SpoolFlags): Promise<SpoolLayout> {
   const root = flags.spool ?? '/var/mailqueue';
   if (root === '') throw new ConfigError('--spool must not be empty');
   const layout = spoolLayout(root);
@@ -83,7 +85,7 @@ async function openSpool(flags: SpoolFlags): Promise<SpoolLayout> {
   return layout;
 }
 
-function auditLogger(): Logger {
+export function auditLogger(): Logger {
   let operator: string;
   try {
     operator = os.userInfo().username;
@@ -141,15 +143,17 @@ export function addQueueAdminCommands(program: Command): void {
 
   program
     .command('stats')
-    .description('messages by state, the oldest one, and the destination domains with the most deferred recipients')
+    .description('messages by state, the oldest one, the destination domains with the most deferred recipients, and the back-offs in force')
     .option('--json', 'one JSON object instead of text')
-    .addOption(new Option('--top <n>', 'how many domains to list [10]'))
+    .addOption(new Option('--top <n>', 'how many domains (and back-offs) to list [10]'))
     .addOption(envOption('--spool <dir>', 'spool directory [/var/mailqueue]'))
     .action(async (flags: SpoolFlags & { json?: boolean; top?: string }) => {
       const top = parsePositiveInteger(flags.top ?? '10', '--top', 10_000);
       const layout = await openSpool(flags);
-      const stats = queueStats(await scanQueue(layout), Date.now(), top);
-      out(flags.json ? JSON.stringify(stats, null, 2) + '\n' : formatStats(stats, top));
+      const now = Date.now();
+      const stats = queueStats(await scanQueue(layout), now, top);
+      const backoffs = await readBackoffsInForce(layout, now, auditLogger());
+      out(flags.json ? JSON.stringify({ ...stats, backoffs: backoffSummary(backoffs) }, null, 2) + '\n' : formatStats(stats, top) + backoffStatsLines(backoffs, now, top).join('\n') + '\n');
     });
 
   const actions: Record<AdminAction, string> = {
@@ -209,8 +213,6 @@ async function runAction(action: AdminAction, id: string | undefined, flags: Act
   for (const { item, reason } of skipped) out(`skipped ${item.id}: ${reason}\n`);
   out(`${done} ${changed.length} message(s)${skipped.length ? `, skipped ${skipped.length}` : ''}\n`);
 }
-
-const isoTime = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z'));
 
 /** A string from a client, a remote MTA or a message, for one line of human output (a column, a field). */
 const shown = (text: string) => escapeForTerminal(text);

@@ -3,6 +3,11 @@ export function formatRfc5322Date(date: Date): string {
   return date.toUTCString().replace(/GMT$/, '+0000');
 }
 
+/** Epoch ms as ISO 8601 UTC to the second, `2026-12-10T12:00:00Z`; `-` for none. */
+export function isoTime(ms: number | null): string {
+  return ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
 /** 93784000 → `1d 2h 3m`; seconds only under a minute. */
 export function formatAge(ms: number): string {
   const seconds = Math.max(0, Math.floor(ms / 1000));

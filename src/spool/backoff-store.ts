@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { RelayError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
 import { normalizeBackoffRecord, parseBackoffFile, serializeBackoffFile, type BackoffRecord } from './backoff-record.js';
 import { DirectorySync, replaceFileDurably } from './durable.js';
 import type { SpoolLayout } from './layout.js';
@@ -146,4 +147,23 @@ export class BackoffStore {
 /** A rename makes a new inode appear under the name; mtime and size catch a file rewritten in place by hand. */
 function signature(stats: { ino: number; mtimeMs: number; size: number }): string {
   return `${stats.ino}:${stats.mtimeMs}:${stats.size}`;
+}
+
+/**
+ * The records in force now, for the commands and pages that show them; none when the spool (or its state/) does
+ * not exist. A corrupt file is set aside by the store: one `corrupt` log line, and none shown.
+ */
+export async function readBackoffsInForce(layout: SpoolLayout, now: number, logger: Pick<Logger, 'warn'>): Promise<BackoffRecord[]> {
+  try {
+    return await new BackoffStore(layout).read(now);
+  } catch (error) {
+    if (!(error instanceof BackoffFileCorruptError)) throw error;
+    logger.warn({ event: 'corrupt', file: `state/${BACKOFF_FILE}`, movedTo: error.movedTo, problem: error.problem }, 'back-off file unreadable: set aside, no back-off in force');
+    return [];
+  }
+}
+
+/** `stats --json` and GET /api/stats: the count and each (site, source) with its end, epoch ms like the rest. */
+export function backoffSummary(records: readonly BackoffRecord[]) {
+  return { count: records.length, sites: records.map(({ site, source, action, until }) => ({ site, source, action, until })) };
 }

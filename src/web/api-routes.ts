@@ -5,6 +5,7 @@ import { ADMIN_ACTIONS, type AdminAction } from '../spool/queue-admin.js';
 import { parseQueueFilter, type FilterFields, type QueueFilter } from '../spool/queue-filter.js';
 import { detailsJson, inspectMessage, messageFiles } from '../spool/queue-inspect.js';
 import { describeItem } from '../spool/queue-listing.js';
+import { backoffSummary, readBackoffsInForce } from '../spool/backoff-store.js';
 import { openFirstSource } from '../spool/message-source.js';
 import { CURSOR_PATTERN, readQueuePage, type QueuePage } from '../spool/queue-page.js';
 import { BULK_SCHEMA, LIST_SCHEMA, MESSAGE_ACTION_SCHEMA, READ_SCHEMA } from './api-schemas.js';
@@ -80,7 +81,10 @@ export function registerApiRoutes(app: FastifyInstance, context: WebContext): vo
   const read = { onRequest: requireAuth, schema: READ_SCHEMA };
   const change = { onRequest: requireAuth, preHandler: csrfForSessions(app) };
 
-  app.get('/api/stats', read, async () => context.queue.census(context.clock.now()));
+  app.get('/api/stats', read, async () => {
+    const now = context.clock.now();
+    return { ...(await context.queue.census(now)), backoffs: backoffSummary(await readBackoffsInForce(context.layout, now, context.logger)) };
+  });
 
   app.get('/api/history', read, async () => context.history.series(context.clock.now()));
 

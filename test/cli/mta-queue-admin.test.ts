@@ -130,7 +130,7 @@ describe('mta-queue queue administration', () => {
     assert.ok(stats.oldest.ageMs >= 3 * H && stats.oldest.ageMs < 3 * H + 60_000, String(stats.oldest.ageMs));
     assert.deepEqual(stats.deferredDomains, [{ domain: 'later.test', recipients: 1, messages: 1, lastReply: '451 4.3.0 Try later' }]);
     const text = await runMtaQueue(['stats', ...spool()]);
-    assert.match(text.stdout, new RegExp(`^incoming +2\\ndeferred +1\\nheld +1\\nactive +1\\nfailed +1\\ntotal +6\\noldest +${old} \\(incoming\\), arrived \\S+Z, 3h ago\\ndeferred recipients by domain \\(top 10\\):\\n {2}later\\.test\\t1 recipient\\(s\\) in 1 message\\(s\\)\\tlast reply: 451 4\\.3\\.0 Try later\\n$`));
+    assert.match(text.stdout, new RegExp(`^incoming +2\\ndeferred +1\\nheld +1\\nactive +1\\nfailed +1\\ntotal +6\\noldest +${old} \\(incoming\\), arrived \\S+Z, 3h ago\\ndeferred recipients by domain \\(top 10\\):\\n {2}later\\.test\\t1 recipient\\(s\\) in 1 message\\(s\\)\\tlast reply: 451 4\\.3\\.0 Try later\\nback-offs +0 in force\\n$`));
   });
 
   test('human output of list and show escapes control characters from headers and remote replies; --json keeps them exact', async () => {

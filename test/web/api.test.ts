@@ -3,6 +3,7 @@ import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { BackoffStore } from '../../src/spool/backoff-store.js';
 import { deferredName } from '../../src/spool/entry-names.js';
 import { ensureSpool, spoolLayout } from '../../src/spool/layout.js';
 import { findQueueItem } from '../../src/spool/queue-listing.js';
@@ -167,7 +168,11 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
   });
 
   test('GET /api/stats equals `mta-queue stats --json` for the same spool', async () => {
+    const backoffs = new BackoffStore(f.layout);
+    const now = Date.now();
+    await backoffs.put({ site: 'mx.later.test', source: 'default', rule: 'built-in rule 1', action: 'suspend', since: now, until: now + H, reply: '421 4.7.0 [TSS04] later', shaping: {} }, now);
     const api = (await web.client().get('/api/stats', basic)).json();
+    assert.deepEqual(api.backoffs, { count: 1, sites: [{ site: 'mx.later.test', source: 'default', action: 'suspend', until: now + H }] });
     const cli = await cliJson(['stats', '--json', ...spool()]);
     const withoutAge = (stats: any) => ({ ...stats, oldest: stats.oldest && { ...stats.oldest, ageMs: undefined } });
     assert.deepEqual(withoutAge(api), withoutAge(cli));
@@ -175,6 +180,7 @@ describe('web API reads, authentication and CSRF (startWebServer on a spool)', (
     assert.equal(api.oldest.id, ids.old);
     assert.ok(Math.abs(api.oldest.ageMs - web.clock.offset - cli.oldest.ageMs) < 5_000, `${api.oldest.ageMs} vs ${cli.oldest.ageMs}`);
     assert.deepEqual(api.deferredDomains, [{ domain: 'later.test', recipients: 1, messages: 1, lastReply: '451 4.3.0 Try later' }]);
+    await backoffs.remove('mx.later.test', undefined, now);
     const history = (await web.client().get('/api/history', basic)).json();
     assert.equal(history.minutes.length, 60);
     assert.deepEqual(Object.keys(history).sort(), ['bounced', 'deferred', 'delivered', 'minutes']);
