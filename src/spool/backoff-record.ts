@@ -27,8 +27,10 @@ export const BACKOFF_FILE_VERSION = 1;
 /** Replies are cut to this many characters: the reason is in the first line, and a hostile MX sends megabytes. */
 export const BACKOFF_REPLY_CHARS = 300;
 
-// A site is every MX name of a domain (253 characters each): generous, yet a record stays small.
-const LIMITS = { site: 16_384, source: 64, rule: 256, shapingKeys: 16, shapingKey: 64, shapingValue: 64 } as const;
+// A site is every MX name of a domain (253 characters each): 16 of the longest, far more than any provider has.
+const LIMITS = { site: 4096, source: 64, rule: 256, shapingKeys: 16, shapingKey: 64, shapingValue: 64 } as const;
+/** One record as JSON (escapes included) at most: what bounds the whole file. */
+export const BACKOFF_RECORD_BYTES = 8 * 1024;
 
 /** A record put() was given that breaks the file's bounds (docs/spool.md): not written. */
 export class BackoffRecordError extends RelayError {
@@ -67,7 +69,8 @@ export function backoffRecordProblem(value: unknown): string | null {
 export function normalizeBackoffRecord(record: BackoffRecord): BackoffRecord {
   const { site, source, rule, action, since, until, reply, shaping } = record;
   const kept = { site, source, rule, action, since, until, reply: String(reply).slice(0, BACKOFF_REPLY_CHARS), shaping: { ...shaping } };
-  const problem = backoffRecordProblem(kept);
+  const size = Buffer.byteLength(JSON.stringify(kept));
+  const problem = backoffRecordProblem(kept) ?? (size > BACKOFF_RECORD_BYTES ? `${size} bytes as JSON, over ${BACKOFF_RECORD_BYTES}` : null);
   if (problem) throw new BackoffRecordError(`back-off for ${JSON.stringify(site).slice(0, 200)}: ${problem}`);
   return kept;
 }

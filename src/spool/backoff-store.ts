@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { RelayError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { normalizeBackoffRecord, parseBackoffFile, serializeBackoffFile, type BackoffRecord } from './backoff-record.js';
+import { BACKOFF_RECORD_BYTES, normalizeBackoffRecord, parseBackoffFile, serializeBackoffFile, type BackoffRecord } from './backoff-record.js';
 import { DirectorySync, replaceFileDurably } from './durable.js';
 import type { SpoolLayout } from './layout.js';
 
@@ -19,8 +19,8 @@ export type { BackoffRecord } from './backoff-record.js';
 export const BACKOFF_FILE = 'backoffs.json';
 /** Records kept at most: past it a new (site, source) is refused, so hostile replies cannot grow the file unbounded. */
 export const MAX_BACKOFFS = 10_000;
-// 10,000 records of the largest size each; anything bigger is not a file we wrote.
-const MAX_FILE_BYTES = 64 * 1024 * 1024;
+// Every record at its largest: anything bigger is not a file we wrote, and is not read into memory.
+const MAX_FILE_BYTES = MAX_BACKOFFS * BACKOFF_RECORD_BYTES + 1024;
 
 /**
  * The file did not parse; it has been moved to `corrupt/` (movedTo) and the call did nothing else. The next call

@@ -134,7 +134,7 @@ test('a corrupt file is moved to corrupt/ with a typed error; the next call find
     assert.deepEqual(await store.read(NOW), [backoff()]);
   }));
 
-test('records are bounded: the reply is cut to 300 characters, a bad record is refused, and so is record 10,001', () =>
+test('records are bounded: the reply is cut to 300 characters, a bad or oversized record is refused, and so is record 10,001', () =>
   withSpool(async (layout) => {
     const store = new BackoffStore(layout);
     await store.put(backoff({ reply: `421 ${'y'.repeat(5000)}` }), NOW);
@@ -142,6 +142,8 @@ test('records are bounded: the reply is cut to 300 characters, a bad record is r
     await assert.rejects(store.put(backoff({ site: '' }), NOW), BackoffRecordError);
     await assert.rejects(store.put(backoff({ source: 's'.repeat(65) }), NOW), BackoffRecordError);
     await assert.rejects(store.put(backoff({ shaping: { connection_limit: Number.NaN } }), NOW), BackoffRecordError);
+    await assert.rejects(store.put(backoff({ site: 'x'.repeat(4097) }), NOW), BackoffRecordError);
+    await assert.rejects(store.put(backoff({ site: '\x01'.repeat(2000) }), NOW), { code: 'EBACKOFFRECORD', message: /bytes as JSON, over 8192/ }, 'escapes count');
 
     const full = Array.from({ length: MAX_BACKOFFS }, (_, index) => backoff({ site: `mx${index}.example` }));
     await writeFile(path.join(layout.dir('state'), 'backoffs.json'), serializeBackoffFile(full));
