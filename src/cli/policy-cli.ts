@@ -5,7 +5,7 @@ import { DEFAULT_POLICY_FILE, PolicyError, readPolicyFile, type Policy, type Sha
 import { ConfigError, RelayError } from '../shared/errors.js';
 import { formatAge } from '../shared/dates.js';
 import { escapeForTerminal } from '../shared/terminal-escape.js';
-import { BackoffStore, readBackoffsInForce } from '../spool/backoff-store.js';
+import { BackoffStore, readBackoffsInForce, treatingCorruptAsNone } from '../spool/backoff-store.js';
 import { spoolLayout } from '../spool/layout.js';
 import { backoffLine, liftedLine } from './backoff-view.js';
 import { auditLogger, openSpool } from './queue-admin-cli.js';
@@ -76,9 +76,9 @@ export function addPolicyCommands(program: Command): void {
       if (flags.source === '') throw new ConfigError('--source must not be empty');
       const layout = await openSpool(flags);
       const now = Date.now();
-      const lifted = await new BackoffStore(layout).remove(site, flags.source, now);
-      if (lifted.length === 0) throw new NoBackoffError(`no back-off in force for ${escapeForTerminal(site)}${flags.source === undefined ? '' : ` from ${escapeForTerminal(flags.source)}`}`);
       const audit = auditLogger();
+      const lifted = await treatingCorruptAsNone(() => new BackoffStore(layout).remove(site, flags.source, now), [], audit);
+      if (lifted.length === 0) throw new NoBackoffError(`no back-off in force for ${escapeForTerminal(site)}${flags.source === undefined ? '' : ` from ${escapeForTerminal(flags.source)}`}`);
       for (const record of lifted) {
         audit.info({ event: 'backoff-lifted', site: record.site, source: record.source, rule: record.rule, until: record.until }, 'back-off lifted by hand');
         out(liftedLine(record, now));

@@ -150,17 +150,22 @@ function signature(stats: { ino: number; mtimeMs: number; size: number }): strin
 }
 
 /**
- * The records in force now, for the commands and pages that show them; none when the spool (or its state/) does
- * not exist. A corrupt file is set aside by the store: one `corrupt` log line, and none shown.
+ * Runs `work` on the store; when it finds the file corrupt (set aside by the store), logs one `corrupt` line and
+ * answers `none` instead: what the commands and pages that show or lift back-offs do.
  */
-export async function readBackoffsInForce(layout: SpoolLayout, now: number, logger: Pick<Logger, 'warn'>): Promise<BackoffRecord[]> {
+export async function treatingCorruptAsNone<T>(work: () => Promise<T>, none: T, logger: Pick<Logger, 'warn'>): Promise<T> {
   try {
-    return await new BackoffStore(layout).read(now);
+    return await work();
   } catch (error) {
     if (!(error instanceof BackoffFileCorruptError)) throw error;
     logger.warn({ event: 'corrupt', file: `state/${BACKOFF_FILE}`, movedTo: error.movedTo, problem: error.problem }, 'back-off file unreadable: set aside, no back-off in force');
-    return [];
+    return none;
   }
+}
+
+/** The records in force now; none when the spool (or its state/) does not exist, or the file was corrupt. */
+export function readBackoffsInForce(layout: SpoolLayout, now: number, logger: Pick<Logger, 'warn'>): Promise<BackoffRecord[]> {
+  return treatingCorruptAsNone(() => new BackoffStore(layout).read(now), [], logger);
 }
 
 /** `stats --json` and GET /api/stats: the count and each (site, source) with its end, epoch ms like the rest. */

@@ -113,7 +113,7 @@ describe('mta-queue policy show | resume and stats: the back-offs in force', () 
     assert.equal((await new BackoffStore(layout).read(Date.now())).length, 1, 'refused commands changed nothing');
   });
 
-  test('a corrupt back-off file: shown as none, set aside in corrupt/ with a corrupt log line', async () => {
+  test('a corrupt back-off file: shown as none, nothing to resume, set aside in corrupt/ with a corrupt log line', async () => {
     await writeFile(path.join(layout.dir('state'), 'backoffs.json'), '{"version":1,"backoffs":[{"site":');
     const shown = await runMtaQueue(['policy', 'show', ...spool()]);
     assert.equal(shown.code, 0, shown.stderr);
@@ -123,5 +123,9 @@ describe('mta-queue policy show | resume and stats: the back-offs in force', () 
     assert.deepEqual((await readdir(layout.dir('corrupt'))).map((name) => /^backoffs-[0-9a-z]+-[0-9a-f]+\.json$/.test(name)), [true]);
     const stats = await runMtaQueue(['stats', '--json', ...spool()]);
     assert.deepEqual(JSON.parse(stats.stdout).backoffs, { count: 0, sites: [] });
+
+    await writeFile(path.join(layout.dir('state'), 'backoffs.json'), `{"version":1,"backoffs":[${CLEAR}`);
+    const resume = await runMtaQueue(['policy', 'resume', OUTLOOK, ...spool()]);
+    assert.deepEqual([resume.code, resume.errors, resume.logs.map((line) => line.event)], [1, [`mta-queue: no back-off in force for ${OUTLOOK}`], ['corrupt']]);
   });
 });
