@@ -13,6 +13,8 @@ export interface PlainLoadOptions {
   /** No session starts a message after this long; the run then reports what it did (bounded in time). */
   timeLimitMs: number;
   replyTimeoutMs: number;
+  /** The recipient of message `index` (0-based); default: every message to BENCH_RECIPIENT. */
+  recipientOf?: (index: number) => string;
 }
 
 export interface LoadResult {
@@ -51,8 +53,8 @@ export async function runPlainLoad(options: PlainLoadOptions): Promise<LoadResul
             timedOut = true;
             return;
           }
-          next += 1;
-          latencies.push(await client.sendMessage(BENCH_SENDER, BENCH_RECIPIENT, options.payload));
+          const index = next++;
+          latencies.push(await client.sendMessage(BENCH_SENDER, options.recipientOf?.(index) ?? BENCH_RECIPIENT, options.payload));
         }
       } catch (error) {
         errors.push((error as Error).message);

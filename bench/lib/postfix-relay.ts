@@ -9,8 +9,8 @@ const QUEUES = ['maildrop', 'incoming', 'active', 'deferred', 'hold'] as const;
 export interface PostfixRelayOptions {
   /** Loopback port of its smtpd (how the queue is filled). */
   smtpdPort: number;
-  /** Where everything is relayed: `[127.0.0.2]:PORT`, no DNS. */
-  relayhost: string;
+  /** Where everything is relayed: `[127.0.0.2]:PORT`, no DNS; null: no relayhost, `transports` route every domain. */
+  relayhost: string | null;
   /** default_destination_concurrency_limit: parallel deliveries to the one destination. */
   concurrency: number;
   /** Log to ROOT/maillog through postlogd (there is no syslog here; without it, logs go nowhere). */
@@ -43,10 +43,8 @@ export class PostfixRelay extends PrivatePostfix {
       pickup: true,
       extraServices: options.log ? ['postlog   unix-dgram n - n - 1 postlogd'] : [],
       extraSettings: (root) => [
-        `relayhost=${options.relayhost}`,
+        ...(options.relayhost === null ? [] : [`relayhost=${options.relayhost}`, 'smtp_connection_cache_on_demand=yes', 'smtp_connection_cache_destinations=$relayhost']),
         'smtp_tls_security_level=none',
-        'smtp_connection_cache_on_demand=yes',
-        'smtp_connection_cache_destinations=$relayhost',
         `default_destination_concurrency_limit=${options.concurrency}`,
         ...(options.log ? [`maillog_file=${root}/maillog`, `maillog_file_prefixes=${root}`] : []),
         ...(options.hold === false ? ['smtpd_recipient_restrictions=permit_mynetworks, reject'] : []),
