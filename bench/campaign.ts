@@ -110,13 +110,15 @@ async function main(): Promise<void> {
 }
 
 /**
- * Whether this mta-queue takes --policy (until the shaping work lands it does not: the bench then measures the
- * unshaped "before"), and the policy file checked by its own `policy check` when it has one.
+ * The campaign policy, checked by this mta-queue's own `policy check` where it has one, and whether the daemon
+ * takes --policy (until the shaping work lands it does not: the bench then measures the unshaped "before").
  */
 async function policyFor(mtaRoot: string, mtaQueue: string, policyPath: string): Promise<{ file: string | null; description: string }> {
+  if (await mtaQueueHasFlag(mtaRoot, 'policy')) {
+    const check = await runCommand(process.execPath, [mtaQueue, 'policy', 'check', policyPath], { timeoutMs: 30_000 });
+    if (check.code !== 0) throw new CampaignUsageError(`mta-queue policy check refused the campaign policy: ${(check.stdout + check.stderr).trim().split('\n')[0]}`);
+  }
   if (!(await mtaQueueHasFlag(mtaRoot, '--policy'))) return { file: null, description: 'none (this mta-queue --help lists no --policy: unshaped, the "before" figures)' };
-  const check = await runCommand(process.execPath, [mtaQueue, 'policy', 'check', policyPath], { timeoutMs: 30_000 });
-  if (check.code !== 0) throw new CampaignUsageError(`mta-queue policy check refused the campaign policy: ${(check.stdout + check.stderr).trim().split('\n')[0]}`);
   return { file: policyPath, description: `--policy ${policyPath} (the providers' limits; built-in rules unchanged)` };
 }
 
