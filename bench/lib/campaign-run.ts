@@ -101,15 +101,18 @@ export async function measureCampaign(context: CampaignContext, system: Campaign
   };
   cleanups.add(stopSut);
   try {
-    sut = system === 'mta-relay' ? await prepareMtaQueue(context, mxes[0]!.port) : await preparePostfix(context, mxes[0]!.port);
+    // Ctrl-C's cleanup stops and forgets `sut` while this loop may still be reading it: the loop keeps its own.
+    const active = system === 'mta-relay' ? await prepareMtaQueue(context, mxes[0]!.port) : await preparePostfix(context, mxes[0]!.port);
+    sut = active;
     context.checkInterrupted();
     const started = performance.now();
-    await sut.start();
+    await active.start();
     const deadline = started + context.timeLimitMs;
     let lastReport = started;
     for (;;) {
       if (mxes.every((mx) => mx.completedAt !== null)) break;
-      const failure = sut.failure();
+      context.checkInterrupted();
+      const failure = active.failure();
       if (failure) {
         errors.push(failure);
         break;
@@ -122,7 +125,6 @@ export async function measureCampaign(context: CampaignContext, system: Campaign
         lastReport = performance.now();
         context.progress(`  ${Math.round((lastReport - started) / 1000)} s: ${mxes.map((mx, i) => `${providers[i]!.key.toUpperCase()} ${mx.counts.delivered}/${providers[i]!.messages}`).join(', ')}`);
       }
-      context.checkInterrupted();
       await sleep(POLL_MS);
     }
     const elapsedSeconds = (performance.now() - started) / 1000;
