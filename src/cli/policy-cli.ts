@@ -1,12 +1,17 @@
 import { access } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { effectiveShaping } from '../config/effective-shaping.js';
-import { DEFAULT_POLICY_FILE, PolicyError, readPolicyFile, type Policy, type ShapingSettings } from '../config/policy.js';
+import { DEFAULT_POLICY_FILE, PolicyError, readPolicyFile, shapingTable, type Policy, type ShapingSettings } from '../config/policy.js';
 import { ConfigError, RelayError } from '../shared/errors.js';
 import { formatAge } from '../shared/dates.js';
 import { escapeForTerminal } from '../shared/terminal-escape.js';
 import { BackoffStore, readBackoffsInForce, treatingCorruptAsNone } from '../spool/backoff-store.js';
-import { spoolLayout } from '../spool/layout.js';
+import { FINAL_STATES } from '../spool/envelope.js';
+import { spoolLayout, type SpoolLayout } from '../spool/layout.js';
+import { QueueAdmin } from '../spool/queue-admin.js';
+import { scanQueue, type SpoolItem } from '../spool/queue-listing.js';
+import type { Logger } from '../shared/logger.js';
+import { newLeaseToken, procProcessTable } from './process-table.js';
 import { backoffLine, liftedLine } from './backoff-view.js';
 import { auditLogger, openSpool } from './queue-admin-cli.js';
 import { EXIT, envOption } from './run-cli.js';
@@ -83,27 +88,45 @@ export function addPolicyCommands(program: Command): void {
         audit.info({ event: 'backoff-lifted', site: record.site, source: record.source, rule: record.rule, until: record.until }, 'back-off lifted by hand');
         out(liftedLine(record, now));
       }
+      const released = await releaseHeldBack(layout, site, flags.source, audit);
+      if (released > 0) out(`${released} held-back message${released === 1 ? '' : 's'} for ${escapeForTerminal(site)} back in the queue, due now`);
     });
 }
 
-function settingsJson(settings: ShapingSettings): Record<string, string | number> {
-  return Object.fromEntries(Object.entries(settings).map(([key, value]) => [key, typeof value === 'object' ? value.text : value]));
+/**
+ * The mail that a back-off of `site` held back goes back to incoming/ (a flush), rather than waiting for the time
+ * the back-off would have ended: lifting it by hand means "send now".
+ */
+async function releaseHeldBack(layout: SpoolLayout, site: string, source: string | undefined, audit: Logger): Promise<number> {
+  const heldHere = (item: SpoolItem) =>
+    item.state === 'deferred' && (item.envelope?.recipients.some((r) => !FINAL_STATES.has(r.state) && r.heldBack?.site === site && (source === undefined || r.heldBack.source === source)) ?? false);
+  const held = (await scanQueue(layout)).filter(heldHere);
+  if (held.length === 0) return 0;
+  const admin = new QueueAdmin(layout, audit, procProcessTable(), newLeaseToken());
+  admin.plan(held);
+  let released = 0;
+  try {
+    for (const item of held) if ((await admin.apply('flush', item)).done) released++;
+  } finally {
+    await admin.sync();
+  }
+  return released;
 }
 
 /** The effective policy as JSON: rates as written, durations in milliseconds, regexes as their source. */
 export function policyJson(policy: Policy, file: string | null) {
   return {
     file,
-    default: settingsJson(policy.default),
-    providers: policy.providers.map((provider) => ({ name: provider.name, match: provider.match, shaping: settingsJson(effectiveShaping(policy, provider, null)) })),
-    domains: [...policy.domains.keys()].map((domain) => ({ domain, shaping: settingsJson(effectiveShaping(policy, null, domain)) })),
+    default: shapingTable(policy.default),
+    providers: policy.providers.map((provider) => ({ name: provider.name, match: provider.match, shaping: shapingTable(effectiveShaping(policy, provider, null)) })),
+    domains: [...policy.domains.keys()].map((domain) => ({ domain, shaping: shapingTable(effectiveShaping(policy, null, domain)) })),
     rules: policy.rules.map((rule) => ({
       name: rule.name,
       match: rule.match.source,
       action: rule.action,
       duration_ms: rule.durationMs,
       trigger: rule.trigger.kind === 'immediate' ? 'immediate' : `${rule.trigger.count}/hour`,
-      shaping: settingsJson(rule.shaping),
+      shaping: shapingTable(rule.shaping),
     })),
     pools: Object.fromEntries(policy.pools),
     sources: Object.fromEntries([...policy.sources].map(([address, source]) => [address, {

@@ -248,6 +248,7 @@ function formatShow(item: SpoolItem, file: string, headers: HeaderBlock | null):
       const reply = recipient.lastReply ? formatReply(recipient.lastReply) : 'no reply yet';
       const via = recipient.remoteMta ? ` (${recipient.remoteMta})` : '';
       lines.push(`  ${shown(recipient.address)}\t${recipient.state}\tattempts ${recipient.attempts}\tlast ${isoTime(recipient.lastAttemptAt)}\t${shown(reply + via)}`);
+      if (recipient.heldBack) lines.push(`    ${shown(recipient.heldBack.reason)} (until ${isoTime(recipient.heldBack.until)})`);
     }
   }
   if (!headers) {

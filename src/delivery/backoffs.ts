@@ -1,5 +1,6 @@
 import { parseShapingTable, shapingTable, type BackoffRule, type ShapingSettings } from '../config/policy.js';
 import type { Logger } from '../shared/logger.js';
+import { BackoffStore, treatingCorruptAsNone } from '../spool/backoff-store.js';
 import { formatReply, type RecordedReply } from '../spool/envelope.js';
 
 /**
@@ -18,16 +19,6 @@ export interface ActiveBackoff {
   shaping: ShapingSettings;
 }
 
-/** A back-off as the spool keeps it: the throttle's settings in the policy file's form. */
-export type BackoffRecord = Omit<ActiveBackoff, 'shaping'> & { since: number; shaping: Record<string, string | number> };
-
-/** What Backoffs needs of the spool's store (spool/backoff-store.ts). */
-export interface BackoffPersistence {
-  read(now: number): Promise<BackoffRecord[]>;
-  put(record: BackoffRecord, now: number): Promise<void>;
-  changed(): Promise<boolean>;
-}
-
 /** The breaker's rule name, as `policy show` and the logs print it. */
 export const CONNECTION_FAILURES_RULE = 'connection-failures';
 const DEFAULT_FAILURES_BEFORE_DELAY = 10;
@@ -43,7 +34,7 @@ export class Backoffs {
   private readonly failures = new Map<string, number>();
 
   constructor(
-    private readonly store: BackoffPersistence | null,
+    private readonly store: BackoffStore | null,
     private readonly logger: Logger,
   ) {}
 
@@ -64,7 +55,8 @@ export class Backoffs {
   /** Reads the spool's back-offs (at start; then whenever the file changed: another process, `policy resume`). */
   async load(now: number): Promise<void> {
     if (!this.store) return;
-    const records = await this.store.read(now);
+    const store = this.store;
+    const records = await treatingCorruptAsNone(() => store.read(now), [], this.logger);
     const before = new Map(this.active);
     this.active.clear();
     for (const record of records) {
@@ -122,7 +114,8 @@ export class Backoffs {
       `${backoff.action === 'suspend' ? 'suspended' : 'throttled'} ${backoff.site} until ${new Date(backoff.until).toISOString()} (${backoff.rule})`,
     );
     try {
-      await this.store?.put({ ...backoff, since: now, shaping: shapingTable(backoff.shaping) }, now);
+      const store = this.store;
+      if (store) await treatingCorruptAsNone(() => store.put({ ...backoff, since: now, shaping: shapingTable(backoff.shaping) }, now), undefined, this.logger);
     } catch (error) {
       // In force in this process regardless; only a restart or another process would not know of it.
       this.logger.error({ event: 'backoff-not-saved', site: backoff.site, err: error }, 'the back-off could not be written to the spool');

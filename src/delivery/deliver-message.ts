@@ -49,19 +49,21 @@ export interface AttemptRecord {
   route: Route | null;
   recipients: RecipientRecord[];
   result: DomainAttempt | null;
-  held?: { until: number; reason: string };
+  held?: { until: number; reason: string; site: string; source: string };
   ms: number;
 }
 
 /**
- * One delivery attempt for a claimed message: every recipient due now (not final, not held back to later), one
+ * One delivery attempt for a claimed message: every recipient not final yet, one
  * transaction per domain (or several, when a rate grants fewer recipients than the domain has), all domains at
  * once. Each recipient ends the attempt delivered, bounced, expired, deferred or held back, and the message
  * leaves the spool when none is left to try.
  */
 export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, context: DeliveryContext): Promise<'completed' | 'deferred'> {
   const started = context.clock.now();
-  const due = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state) && (recipient.dueAt ?? 0) <= started);
+  // Held-back recipients are asked for again whenever the message is looked at (a flush, another recipient's
+  // retry): their site queue holds them again at no cost if it must, and no attempt is counted for it.
+  const due = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state));
   const attempt = Math.max(0, ...due.map((recipient) => recipient.attempts)) + 1;
   // Read once, when the first destination has a slot: a message waiting for a slot holds no body in memory.
   let message: Promise<OutgoingMessage> | undefined;
@@ -123,7 +125,7 @@ async function attemptDomain(queueId: string, domain: string, recipients: Recipi
   for (let rest = recipients; rest.length > 0; ) {
     const admission = await context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route) ?? false });
     if (admission.kind === 'held') {
-      records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason }, ms: context.clock.now() - started });
+      records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason, site: route.site, source: route.source }, ms: context.clock.now() - started });
       break;
     }
     const batch = rest.slice(0, admission.recipients);
@@ -167,7 +169,7 @@ function nextLook(envelope: Envelope, retryAt: number): number {
  * A throttled outcome: no attempt counted, the place in --retry-schedule kept, the remote's last reply kept, and
  * why it waits said beside it. Held back past the queue lifetime it expires now, naming the hold (4.4.7).
  */
-function holdBack(recipient: RecipientRecord, held: { until: number; reason: string }, expiresAt: number, now: number): void {
+function holdBack(recipient: RecipientRecord, held: NonNullable<AttemptRecord['held']>, expiresAt: number, now: number): void {
   if (held.until >= expiresAt) {
     recipient.state = 'expired';
     recipient.lastAttemptAt = now;

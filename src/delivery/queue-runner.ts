@@ -17,7 +17,8 @@ import { QueueStore, type Claim, type ClaimedFile, type ClaimedMessage } from '.
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
 import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
 import { DueIndex } from './due-index.js';
-import { Backoffs, type BackoffPersistence } from './backoffs.js';
+import { Backoffs } from './backoffs.js';
+import { BackoffStore } from '../spool/backoff-store.js';
 import { Router } from './router.js';
 import { SiteQueues } from './site-queues.js';
 import { LocalThrottles } from './throttle.js';
@@ -39,8 +40,6 @@ export interface QueueDeps {
   metrics?: Registry;
   /** The shaping policy in force (`--policy`, reloaded on SIGHUP by the caller); the built-in one when absent. */
   policy?: () => Policy;
-  /** Where back-offs are kept (spool/backoff-store.ts); none: they live in this process only. */
-  backoffStore?: BackoffPersistence;
 }
 
 /** How often the deferred/ index is re-read, to see what other mta-queue processes deferred. */
@@ -58,10 +57,11 @@ const WATCH_SCAN_DELAY_MS = 50;
 const CLAIMED_PER_SLOT = 10;
 /**
  * Transactions waiting in site queues hold no slot and are not counted against the claims above, so mail for an
- * idle site is claimed while another site's queue is long (no head-of-line blocking); this bounds the memory
- * they take (an envelope each, no body).
+ * idle site is claimed while another site's queue is long (no head-of-line blocking). Up to this many times the
+ * claims above may wait so: an envelope each in memory (no body), and claimed, so out of reach of `delete` and
+ * `hold` until they leave (a site that keeps them 2 minutes gives them back, held back).
  */
-const MAX_WAITING_IN_SITE_QUEUES = 10_000;
+const WAITING_PER_CLAIM = 5;
 
 /**
  * The delivery daemon's scheduler: finds what is due (new arrivals by file-system events plus a poll, deferred
@@ -115,7 +115,8 @@ export class QueueRunner {
     this.metrics = new DeliveryMetrics(this.registry, () => this.queueSnapshot(), () => this.clock.now());
     const transport = deps.transport({ onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent), logger: deps.logger });
     const policy = deps.policy ?? ((fallback) => () => fallback)(builtInPolicy({ connection_limit: config.maxConnectionsPerDestination }));
-    this.backoffs = new Backoffs(deps.backoffStore ?? null, deps.logger);
+    // In the spool: they survive a restart, and other processes and `mta-queue policy resume` see them.
+    this.backoffs = new Backoffs(new BackoffStore(layout), deps.logger);
     this.context = {
       store: this.store,
       writer: new MessageWriter(layout),
@@ -368,7 +369,7 @@ export class QueueRunner {
     const limit = this.config.concurrency * CLAIMED_PER_SLOT;
     const sites = this.context.sites;
     // A message waiting in a site queue (each waiting transaction counted as one) leaves its claim free for another.
-    while (!this.stopping && this.inFlight.size - Math.min(sites.waiting, this.inFlight.size) < limit && sites.waiting < MAX_WAITING_IN_SITE_QUEUES) {
+    while (!this.stopping && this.inFlight.size - Math.min(sites.waiting, this.inFlight.size) < limit && sites.waiting < limit * WAITING_PER_CLAIM) {
       const message = this.claimedReady.shift();
       if (message) {
         this.startWork(this.deliver(message));

@@ -30,12 +30,12 @@ export interface RecipientRecord {
   /** RFC 3461 NOTIFY as the client gave it on RCPT; absent: the default (a DSN on failure only). */
   notify?: ('SUCCESS' | 'FAILURE' | 'DELAY')[] | 'NEVER';
   /**
-   * Held back (a back-off, a rate, a busy site): not tried before this time, and no attempt was counted for it.
-   * Absent: due with the message. Optional, so a reader of an older version still reads the envelope.
+   * Held back (a back-off, a rate, a busy site) until this time, with no attempt counted: the message's
+   * nextAttemptAt takes it into account. Optional, so a reader of an older version still reads the envelope.
    */
   dueAt?: number;
-  /** Why it is held back and until when, for `show` and the message page; cleared by its next attempt. */
-  heldBack?: { until: number; reason: string };
+  /** Why it is held back, until when, and by which site and source's limits (`policy resume` releases those); cleared by its next attempt. */
+  heldBack?: { until: number; reason: string; site: string; source: string };
   /** RFC 3461 ORCPT as the client gave it (`rfc822;addr`, xtext decoded), for the DSN's Original-Recipient. */
   orcpt?: string;
 }

@@ -139,6 +139,7 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
           lastAttempt: isoTime(recipient.lastAttemptAt),
           lastReply: recipient.lastReply ? formatReply(recipient.lastReply) : 'no reply yet',
           remoteMta: recipient.remoteMta ?? '',
+          heldBack: recipient.heldBack ? `${recipient.heldBack.reason} (until ${isoTime(recipient.heldBack.until)})` : null,
         })),
       },
       headers: headers?.text ?? null,

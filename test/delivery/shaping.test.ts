@@ -9,6 +9,7 @@ import { groupBy } from '../../src/shared/collections.js';
 import { scanQueue } from '../../src/spool/queue-listing.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 import type { FakeMx } from '../helpers/mx-server.js';
+import { runMtaQueue } from '../helpers/daemon-process.js';
 import { eventually } from '../helpers/queue-harness.js';
 
 /**
@@ -30,7 +31,7 @@ describe('delivery shaping', () => {
   };
   /** Out of the way of the next test: held-back and deferred leftovers would be tried again there. */
   const purge = async () => {
-    for (const dir of ['incoming', 'deferred', 'data'] as const) for (const name of await readdir(f.layout.dir(dir))) await unlink(path.join(f.layout.dir(dir), name));
+    for (const dir of ['incoming', 'deferred', 'data', 'state'] as const) for (const name of await readdir(f.layout.dir(dir))) await unlink(path.join(f.layout.dir(dir), name));
   };
 
   before(async () => {
@@ -114,6 +115,8 @@ describe('delivery shaping', () => {
       assert.ok(recipient.dueAt! > Date.now() + 3_600_000, 'until the suspension ends');
       assert.equal(item.envelope!.nextAttemptAt, recipient.dueAt);
     }
+    const shown = await runMtaQueue(['show', held[0]!.id, '--spool', f.layout.root]);
+    assert.match(shown.stdout, /^    held back: mta5\.am0\.yahoodns\.net suspended until .* by built-in rule 1 \(421 .*\[TSS04\].*\) \(until .*\)$/m, 'show says why it waits');
     await purge();
   });
 
@@ -128,6 +131,31 @@ describe('delivery shaping', () => {
     assert.equal(expired[0]!.enhanced, '4.4.7');
     assert.match(String(expired[0]!.reply), /^message expired while held back: mta5\.am0\.yahoodns\.net suspended until .* by built-in rule 1/);
     assert.equal(f.logs.events('bounce-queued').filter((line) => ids.includes(String(line.bounceOf))).length, 2);
+    await purge();
+  });
+
+  test('a back-off survives a restart; policy resume lifts it and sends what it held back at once', async () => {
+    // One connection at a time, so the suspension is in force before a second transaction could start.
+    const runOnce = async () => {
+      const runner = new QueueRunner({ ...f.config, maxConnectionsPerDestination: 1, maxQueueTime: 5 * 86_400_000 }, f.deps());
+      await runner.start({ watch: false });
+      await runner.drain();
+      await runner.close();
+    };
+    await enqueue('yahoo.test', 3);
+    const sessions = mx('yahoo').sessions;
+    await runOnce();
+    assert.equal(mx('yahoo').sessions, sessions + 1);
+    await enqueue('yahoo.test', 1);
+    await runOnce();
+    assert.equal(mx('yahoo').sessions, sessions + 1, 'after a restart the suspension still holds: no connection');
+    const resumed = await runMtaQueue(['policy', 'resume', 'mta5.am0.yahoodns.net', '--spool', f.layout.root]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stdout, /^lifted .*mta5\.am0\.yahoodns\.net/m);
+    assert.match(resumed.stdout, /^3 held-back messages for mta5\.am0\.yahoodns\.net back in the queue, due now$/m);
+    assert.equal((await f.files('incoming')).length, 3, (await f.files('incoming')).join(' '));
+    await runOnce();
+    assert.equal(mx('yahoo').sessions, sessions + 2, 'the released mail goes at once (and meets the provider again)');
     await purge();
   });
 
