@@ -90,7 +90,7 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
       if (record.held) holdBack(recipient, record.held, expiresAt, now);
       else applyOutcome(recipient, record.result!, retryAt, now, attempt);
       if (recipient.state === 'delivered' && record.result?.remoteDsn !== true) relayed.push(recipient);
-      if (record.held) context.metrics?.heldBack(record.route?.provider ?? null);
+      if (record.held && recipient.state !== 'expired') context.metrics?.heldBack(record.route?.provider ?? null);
       else context.metrics?.recipientDone(recipient.state, recipient.lastReply?.code ?? null);
     }
     logAttempt(context.logger, envelope.id, record, attempt, now - started);
