@@ -25,10 +25,20 @@ const SCOPES = SCOPE_RANGES.map(([scope, ranges]) => {
   return [scope, list] as const;
 });
 
+/** Every check makes a SocketAddress per range: asked for each message's MX address, the answers are kept. */
+const known = new Map<string, AddressScope>();
+const KNOWN_MAX = 10_000;
+
 /** The scope of an IP address as a resolver or an address literal gives it. */
 export function addressScope(ip: string): AddressScope {
-  const family = net.isIPv6(ip) ? 'ipv6' : 'ipv4';
-  return SCOPES.find(([, list]) => list.check(ip, family))?.[0] ?? 'public';
+  let scope = known.get(ip);
+  if (scope === undefined) {
+    const family = net.isIPv6(ip) ? 'ipv6' : 'ipv4';
+    scope = SCOPES.find(([, list]) => list.check(ip, family))?.[0] ?? 'public';
+    if (known.size >= KNOWN_MAX) known.clear();
+    known.set(ip, scope);
+  }
+  return scope;
 }
 
 /**

@@ -40,6 +40,7 @@ export class Backoffs {
 
   /** The back-off for (site, source) at `now`, if one is in force. */
   find(site: string, source: string, now: number): ActiveBackoff | undefined {
+    if (this.active.size === 0) return undefined;
     const key = keyOf(site, source);
     const backoff = this.active.get(key);
     if (!backoff || backoff.until > now) return backoff;
@@ -94,6 +95,7 @@ export class Backoffs {
    * whole site waits `connection_failure_delay`, instead of every queued message paying a connection attempt.
    */
   async observeConnection(site: string, source: string, reachable: boolean, shaping: ShapingSettings, reply: RecordedReply | null, now: number, queueId: string): Promise<void> {
+    if (reachable && this.failures.size === 0) return;
     const key = keyOf(site, source);
     if (reachable) return void this.failures.delete(key);
     const count = (this.failures.get(key) ?? 0) + 1;

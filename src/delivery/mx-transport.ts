@@ -19,6 +19,8 @@ import type { DeliveryOptions, Destination, DestinationFailure, DomainAttempt, O
 
 export interface TransportOptions {
   resolver: DnsResolver;
+  /** The clock for how long a located destination is kept; Date.now when absent. */
+  now?: () => number;
   port: number;
   /** Loopback, private and link-local MX addresses may be dialled (a lab set-up; address-scope.ts). */
   allowPrivateDestinations: boolean;
@@ -48,12 +50,15 @@ const NOTHING_TRIED: RecordedReply = { code: null, enhanced: '4.4.4', text: 'no 
 
 /** How long DNS answers are reused; short, since node's resolver gives no TTL for MX records. */
 const DNS_CACHE_MS = 60_000;
+/** Destinations kept at most (a campaign to many small domains): past it the memory starts over. */
+const MAX_DESTINATIONS = 10_000;
 
 /** The MX transport as mta-queue's configuration asks for it. */
 export function mxTransport(config: QueueConfig, resolver: DnsResolver, clock: Clock): TransportFactory {
   return (hooks) =>
     new MxTransport({
       resolver: new CachingResolver(resolver, DNS_CACHE_MS, () => clock.now()),
+      now: () => clock.now(),
       port: config.relayHost?.port ?? config.smtpPort,
       allowPrivateDestinations: config.allowPrivateDestinations,
       relayHost: config.relayHost,
@@ -86,7 +91,22 @@ export class MxTransport implements Transport {
     if (relay?.tls === 'verify') this.verifyTls = { trust: relay.trustedCas ? createSecureContext({ ca: relay.trustedCas }) : null };
   }
 
+  /** What locate found per domain, kept as long as DNS answers are: a queue of mail to one site asks once. */
+  private readonly destinations = new Map<string, { expires: number; destination: Destination }>();
+
   async locate(domain: string): Promise<Destination | DestinationFailure> {
+    const now = this.options.now?.() ?? Date.now();
+    const known = this.destinations.get(domain);
+    if (known && known.expires > now) return known.destination;
+    const found = await this.findDestination(domain);
+    if ('site' in found) {
+      if (this.destinations.size >= MAX_DESTINATIONS) this.destinations.clear();
+      this.destinations.set(domain, { expires: now + DNS_CACHE_MS, destination: found });
+    }
+    return found;
+  }
+
+  private async findDestination(domain: string): Promise<Destination | DestinationFailure> {
     const relay = this.options.relayHost;
     try {
       const targets = await this.targets(domain);

@@ -17,6 +17,7 @@ export interface Route extends Destination {
 }
 
 export const DEFAULT_SOURCE = 'default';
+const MAX_ROUTES = 10_000;
 
 /** The transport's answer, or the domain as a site of its own for a transport that cannot locate (test doubles). */
 export function locateDestination(transport: Transport, domain: string): Promise<Destination | DestinationFailure> {
@@ -30,12 +31,20 @@ export class Router {
     private readonly relayHost: boolean,
   ) {}
 
+  /** The last route per domain, reused while the transport's destination and the policy are the same objects. */
+  private readonly routes = new Map<string, { destination: Destination; policy: Policy; route: Route }>();
+
   async route(domain: string): Promise<Route | DestinationFailure> {
     const destination = await locateDestination(this.transport, domain);
     if ('failure' in destination) return destination;
     const policy = this.policy();
+    const known = this.routes.get(domain);
+    if (known && known.destination === destination && known.policy === policy) return known.route;
     // The relay host is a route of its own: no provider, and no recipient domain's shaping (shared/design/cli.md).
     const provider = this.relayHost ? null : providerForMxHosts(policy, destination.mxHosts);
-    return { ...destination, domain, provider: provider?.name ?? null, shaping: effectiveShaping(policy, provider, this.relayHost ? null : domain), source: DEFAULT_SOURCE };
+    const route = { ...destination, domain, provider: provider?.name ?? null, shaping: effectiveShaping(policy, provider, this.relayHost ? null : domain), source: DEFAULT_SOURCE };
+    if (this.routes.size >= MAX_ROUTES) this.routes.clear();
+    this.routes.set(domain, { destination, policy, route });
+    return route;
   }
 }

@@ -61,7 +61,33 @@ class SiteQueue {
   }
 }
 
-const siteKey = (route: Route) => `site:${route.source}:${route.site}`;
+/** The limit keys of a route, made once per route object (the router reuses them while nothing changed). */
+interface LimitKeys {
+  site: string;
+  provider: string | null;
+  address: string | null;
+  messages: string;
+  connections: string;
+}
+
+const limitKeys = new WeakMap<Route, LimitKeys>();
+
+function keysOf(route: Route): LimitKeys {
+  let keys = limitKeys.get(route);
+  if (!keys) {
+    const site = `site:${route.source}:${route.site}`;
+    keys = {
+      site,
+      provider: route.provider === null ? null : `provider:${route.source}:${route.provider}`,
+      // MX names an attacker invents on one address share that address's limit (shared/design/cli.md, Counting).
+      address: route.firstAddress === null ? null : `ip:${route.source}:${route.firstAddress}`,
+      messages: `messages:${site}`,
+      connections: `connections:${site}`,
+    };
+    limitKeys.set(route, keys);
+  }
+  return keys;
+}
 
 export class SiteQueues {
   private readonly queues = new Map<string, SiteQueue>();
@@ -86,11 +112,11 @@ export class SiteQueues {
 
   /** Connections in use per site, for `policy show` and the metrics. */
   connections(route: Route): number {
-    return this.inUse.get(siteKey(route)) ?? 0;
+    return this.inUse.get(keysOf(route).site) ?? 0;
   }
 
   admit(request: AdmitRequest): Promise<Admission> {
-    const key = siteKey(request.route);
+    const key = keysOf(request.route).site;
     let queue = this.queues.get(key);
     if (!queue) this.queues.set(key, (queue = new SiteQueue(key)));
     return new Promise((resolve) => {
@@ -139,25 +165,23 @@ export class SiteQueues {
     }
     const shaping: ShapingSettings = backoff ? { ...route.shaping, ...backoff.shaping } : route.shaping;
     const limit = shaping.connection_limit ?? Infinity;
+    const names = keysOf(route);
     const keys = [queue.key];
     if (this.used(queue.key) >= limit) return { kind: 'blocked', key: queue.key };
-    if (route.provider !== null && shaping.provider_connection_limit !== undefined) {
-      const key = `provider:${route.source}:${route.provider}`;
-      if (this.used(key) >= shaping.provider_connection_limit) return { kind: 'blocked', key };
-      keys.push(key);
+    if (names.provider !== null && shaping.provider_connection_limit !== undefined) {
+      if (this.used(names.provider) >= shaping.provider_connection_limit) return { kind: 'blocked', key: names.provider };
+      keys.push(names.provider);
     }
-    if (route.firstAddress !== null) {
-      // MX names an attacker invents on one address share that address's limit (shared/design/cli.md, Counting).
-      const key = `ip:${route.source}:${route.firstAddress}`;
-      if (this.used(key) >= limit) return { kind: 'blocked', key };
-      keys.push(key);
+    if (names.address !== null) {
+      if (this.used(names.address) >= limit) return { kind: 'blocked', key: names.address };
+      keys.push(names.address);
     }
     if (this.used('shared') >= this.options.concurrency) return { kind: 'blocked', key: 'shared' };
     keys.push('shared');
 
     let recipients = head.request.recipients;
     const messageRate = shaping.max_message_rate;
-    const messageKey = `messages:${queue.key}`;
+    const messageKey = names.messages;
     if (messageRate) {
       recipients = Math.min(recipients, this.options.throttles.available(messageKey, messageRate, now));
       if (recipients === 0) {
@@ -167,7 +191,7 @@ export class SiteQueues {
     }
     const connectionRate = shaping.max_connection_rate;
     if (connectionRate && !head.request.hasIdleConnection()) {
-      const answer = this.options.throttles.take(`connections:${queue.key}`, connectionRate, 1, now);
+      const answer = this.options.throttles.take(names.connections, connectionRate, 1, now);
       if (!answer.ok) return this.waitFor(queue, answer.retryAfterMs, now, connectionRate.periodMs / connectionRate.count, `its max_connection_rate ${connectionRate.text}`);
     }
     if (messageRate) this.options.throttles.take(messageKey, messageRate, recipients, now);
