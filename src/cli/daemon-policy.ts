@@ -1,5 +1,4 @@
-import type { QueueConfig } from '../config/queue-config.js';
-import { readPolicyFile, type Policy } from '../config/policy.js';
+import { readPolicyFile, type Policy, type ShapingSettings } from '../config/policy.js';
 import type { Logger } from '../shared/logger.js';
 
 /**
@@ -11,9 +10,9 @@ export interface DaemonPolicy {
   reload(): Promise<void>;
 }
 
-export async function loadDaemonPolicy(config: Pick<QueueConfig, 'policyFile' | 'maxConnectionsPerDestination'>, logger: Logger): Promise<DaemonPolicy> {
-  // --max-connections-per-destination is [shaping.default] connection_limit, unless the file says otherwise.
-  const read = () => readPolicyFile(config.policyFile ?? undefined, { connection_limit: config.maxConnectionsPerDestination });
+/** `flags`: what command-line flags set under the file (mta-queue's --max-connections-per-destination). */
+export async function loadDaemonPolicy(file: string | null, flags: ShapingSettings, logger: Logger): Promise<DaemonPolicy> {
+  const read = () => readPolicyFile(file ?? undefined, flags);
   const describe = (loaded: { policy: Policy; file: string | null }) => ({ file: loaded.file ?? 'built-in', providers: loaded.policy.providers.length, rules: loaded.policy.rules.length, domains: loaded.policy.domains.size });
   let loaded = await read();
   logger.info({ event: 'policy-loaded', ...describe(loaded) }, `policy: ${loaded.file ?? 'built-in only'}`);

@@ -62,7 +62,8 @@ const program = new Command('mta-queue')
     // It is our EHLO name and the DSN's Reporting-MTA: receivers and their filters expect a fully qualified name.
     if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
     await logRelayHostWarnings(config.relayHost, logger);
-    const policy = await loadDaemonPolicy(config, logger);
+    // --max-connections-per-destination is [shaping.default] connection_limit, unless the file says otherwise.
+    const policy = await loadDaemonPolicy(config.policyFile, { connection_limit: config.maxConnectionsPerDestination }, logger);
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
     // The web UI's chart reads the delivery counters, so they are kept when it runs even without --metrics.

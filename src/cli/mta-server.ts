@@ -6,6 +6,7 @@ import { hashPassword } from '../shared/password-hash.js';
 import { startServer } from '../intake/server.js';
 import { ConfigError } from '../shared/errors.js';
 import { createMetricsRegistry } from '../shared/metrics.js';
+import { loadDaemonPolicy } from './daemon-policy.js';
 import { envOption, openDaemonLogger, runCli, runUntilSignalled } from './run-cli.js';
 import { readSecret } from './read-secret.js';
 
@@ -37,12 +38,18 @@ const program = new Command('mta-server')
   .addOption(envOption('--log-max-size <size>', 'with --log-file: start a new file past this size [100m]'))
   .addOption(envOption('--log-keep <n>', 'with --log-file: rotated files kept besides the current one [7]'))
   .addOption(envOption('--metrics <addr:port>', 'serve Prometheus /metrics and /healthz, e.g. 127.0.0.1:9587; a bare port means 127.0.0.1 [off]'))
+  .addOption(envOption('--policy <file>', 'the policy file both daemons read (docs/policy.md), checked at start and re-read on SIGHUP [/etc/mta-relay/policy.toml; missing: built-in]'))
   .action(async (flags: Partial<ServerFlags>) => {
     const config = resolveServerConfig(flags, os.hostname());
     const logger = await openDaemonLogger('mta-server', config);
     // It names us in the banner, EHLO, Received and Message-IDs: a bare `vm` there reads as a forgery to receivers.
     if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
-    await runUntilSignalled(logger, () => startServer(config, { logger, metrics: config.metrics ? createMetricsRegistry() : undefined }));
+    // One file for both daemons, so mta-server refuses at start what mta-queue would ([users] is its part of it).
+    const policy = await loadDaemonPolicy(config.policyFile, {}, logger);
+    await runUntilSignalled(logger, async () => {
+      const server = await startServer(config, { logger, metrics: config.metrics ? createMetricsRegistry() : undefined });
+      return { close: () => server.close(), reload: async () => void (await Promise.all([server.reload(), policy.reload()])) };
+    });
   });
 
 program

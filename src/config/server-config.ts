@@ -14,6 +14,8 @@ export interface ServerConfig extends ObservabilityConfig {
   hostname: string;
   maxSize: number;
   maxRecipients: number;
+  /** `--policy`: the policy file (docs/policy.md); null: the default path, where a missing file means the built-in policy. */
+  policyFile: string | null;
   trustedNetworks: net.BlockList | null;
   /** Simultaneous admitted connections from one address; only the excess is refused. */
   maxConnectionsPerIp: number;
@@ -49,6 +51,7 @@ export const SERVER_FLAG_DEFAULTS = {
   tlsHandshakeTimeout: '10s',
   sessionTimeLimit: '30m',
   idleTimeout: '5m',
+  policy: undefined,
   ...OBSERVABILITY_FLAG_DEFAULTS,
 } as const;
 
@@ -73,6 +76,7 @@ export function resolveServerConfig(flags: Partial<ServerFlags>, defaultHostname
     maxSize: parseSize(required('maxSize'), '--max-size'),
     maxRecipients: parsePositiveInteger(required('maxRecipients'), '--max-recipients', 100_000),
     trustedNetworks: trusted ? parseNetworks(trusted, '--trusted-networks') : null,
+    policyFile: value('policy') || null,
     maxConnectionsPerIp: parsePositiveInteger(required('maxConnectionsPerIp'), '--max-connections-per-ip'),
     maxConnections: parsePositiveInteger(required('maxConnections'), '--max-connections'),
     maxHandshakesPerIp: parsePositiveInteger(required('maxHandshakesPerIp'), '--max-handshakes-per-ip'),

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
-import { DaemonProcess, runMtaQueue } from '../helpers/daemon-process.js';
+import { DaemonProcess, runCli, runMtaQueue } from '../helpers/daemon-process.js';
 import { tempDir } from '../helpers/temp.js';
 
 /** `mta-queue --policy`: refused at start naming the line; on SIGHUP a bad file is logged and the policy in force stays. */
@@ -44,6 +44,19 @@ test('SIGHUP re-reads the policy: a bad file is logged (policy-invalid) and the 
     assert.equal((await daemon.exit()).code, 0);
   } finally {
     await daemon.stop();
+    await cleanup();
+  }
+});
+
+test('mta-server reads the same file: refused at start naming FILE:LINE, re-read on SIGHUP', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const bad = path.join(dir, 'policy.toml');
+    await writeFile(bad, '[users.acelle]\nquota = "1000/fortnight"\n');
+    const refused = await runCli('mta-server', ['--spool', path.join(dir, 'spool'), '--policy', bad, '--port', '0']);
+    assert.equal(refused.code, 2);
+    assert.equal(refused.stderr.trim(), `mta-server: ${bad}:2: quota = "1000/fortnight" is not a quota ("N/hour", "N/day" or both, comma-separated, N ≥ 1)`);
+  } finally {
     await cleanup();
   }
 });
