@@ -19,6 +19,11 @@ export interface ActiveBackoff {
   shaping: ShapingSettings;
 }
 
+/** A site's settings while `backoff` is in force: a throttle's replace the site's own, key by key. */
+export function shapingUnder(backoff: ActiveBackoff | undefined, shaping: ShapingSettings): ShapingSettings {
+  return backoff ? { ...shaping, ...backoff.shaping } : shaping;
+}
+
 /** The breaker's rule name, as `policy show` and the logs print it. */
 export const CONNECTION_FAILURES_RULE = 'connection-failures';
 const DEFAULT_FAILURES_BEFORE_DELAY = 10;

@@ -13,7 +13,7 @@ import { readMessageHead } from '../spool/header-block.js';
 import { countReceivedHeaders, loopReply } from './hop-limit.js';
 import type { Backoffs } from './backoffs.js';
 import type { Router, Route } from './router.js';
-import type { SiteQueues } from './site-queues.js';
+import type { HoldCause, SiteQueues } from './site-queues.js';
 import type { DomainAttempt, OutgoingMessage, RecipientOutcome, Transport } from './transport.js';
 import { nextAttemptAt } from './retry-policy.js';
 
@@ -49,7 +49,7 @@ export interface AttemptRecord {
   route: Route | null;
   recipients: RecipientRecord[];
   result: DomainAttempt | null;
-  held?: { until: number; reason: string; site: string; source: string };
+  held?: { until: number; reason: string; site: string; source: string; cause: HoldCause };
   ms: number;
 }
 
@@ -90,8 +90,8 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
       if (record.held) holdBack(recipient, record.held, expiresAt, now);
       else applyOutcome(recipient, record.result!, retryAt, now, attempt);
       if (recipient.state === 'delivered' && record.result?.remoteDsn !== true) relayed.push(recipient);
-      if (record.held && recipient.state !== 'expired') context.metrics?.heldBack(record.route?.provider ?? null);
-      else context.metrics?.recipientDone(recipient.state, recipient.lastReply?.code ?? null);
+      if (record.held && recipient.state !== 'expired') context.metrics?.heldBack(record.route?.provider ?? null, record.held.cause);
+      else context.metrics?.recipientDone(recipient.state, recipient.lastReply?.code ?? null, record.route?.provider ?? null);
     }
     logAttempt(context.logger, envelope.id, record, attempt, now - started);
   }
@@ -125,7 +125,7 @@ async function attemptDomain(queueId: string, domain: string, recipients: Recipi
   for (let rest = recipients; rest.length > 0; ) {
     const admission = await context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route) ?? false });
     if (admission.kind === 'held') {
-      records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason, site: route.site, source: route.source }, ms: context.clock.now() - started });
+      records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason, site: route.site, source: route.source, cause: admission.cause }, ms: context.clock.now() - started });
       break;
     }
     const batch = rest.slice(0, admission.recipients);
@@ -180,7 +180,9 @@ function holdBack(recipient: RecipientRecord, held: NonNullable<AttemptRecord['h
   }
   if (recipient.state === 'pending') recipient.state = 'deferred';
   recipient.dueAt = held.until;
-  recipient.heldBack = held;
+  // The cause is for the metrics; the spool keeps what `show` says.
+  const { until, reason, site, source } = held;
+  recipient.heldBack = { until, reason, site, source };
 }
 
 function everyRecipient(recipients: RecipientRecord[], outcome: RecipientOutcome): DomainAttempt {

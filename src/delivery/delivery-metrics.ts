@@ -1,6 +1,8 @@
 import { Gauge, Histogram, type Registry } from 'prom-client';
 import { TallyCounter, type Tally } from '../shared/metrics.js';
 import type { RecipientState } from '../spool/envelope.js';
+import { ShapingMetrics, type ShapingState } from './shaping-metrics.js';
+import type { HoldCause } from './site-queues.js';
 
 /** What the runner knows without reading the spool: its own counts, the deferred index, the ids it holds. */
 export interface QueueSnapshot {
@@ -31,11 +33,10 @@ export class DeliveryMetrics {
   private readonly outcomes = new Map<RecipientState, Record<ReplyClass, Tally>>();
   private readonly latency: Histogram;
   private readonly dns: Record<'transient' | 'permanent', Tally>;
-  private readonly heldBackCounter: TallyCounter<'provider'>;
-  /** Per provider name (bounded by the policy's provider table; 'none' for a site of its own). */
-  private readonly heldBackByProvider = new Map<string, Tally>();
+  /** Per provider (bounded by the policy's provider table). */
+  private readonly shaping: ShapingMetrics;
 
-  constructor(registry: Registry, snapshot: () => QueueSnapshot, now: () => number) {
+  constructor(registry: Registry, snapshot: () => QueueSnapshot, now: () => number, shaping: () => ShapingState) {
     const registers = [registry];
     const deliveries = new TallyCounter({
       name: 'mta_queue_deliveries_total',
@@ -61,12 +62,7 @@ export class DeliveryMetrics {
       registry,
     });
     this.dns = { transient: dnsFailures.bind({ kind: 'transient' }), permanent: dnsFailures.bind({ kind: 'permanent' }) };
-    this.heldBackCounter = new TallyCounter({
-      name: 'mta_queue_held_back_total',
-      help: 'recipients held back without an attempt (a back-off, a rate, a busy site), by provider of the site (none: a site no provider matches)',
-      labelNames: ['provider'],
-      registry,
-    });
+    this.shaping = new ShapingMetrics(registry, shaping);
 
     const size = new Gauge({
       name: 'mta_queue_messages',
@@ -100,16 +96,14 @@ export class DeliveryMetrics {
     });
   }
 
-  /** A recipient's state after an attempt, and the reply code that put it there. */
-  recipientDone(state: RecipientState, code: number | null): void {
+  /** A recipient's state after an attempt, the reply code that put it there, and its site's provider. */
+  recipientDone(state: RecipientState, code: number | null, provider: string | null): void {
     this.outcomes.get(state)?.[(code !== null && CLASS_OF_DIGIT[Math.floor(code / 100)]) || 'none'].inc();
+    this.shaping.recipientDone(provider, state);
   }
 
-  heldBack(provider: string | null): void {
-    const name = provider ?? 'none';
-    let tally = this.heldBackByProvider.get(name);
-    if (!tally) this.heldBackByProvider.set(name, (tally = this.heldBackCounter.bind({ provider: name })));
-    tally.inc();
+  heldBack(provider: string | null, cause: HoldCause): void {
+    this.shaping.heldBack(provider, cause);
   }
 
   domainAttempt(seconds: number): void {

@@ -16,6 +16,9 @@ import { deferredName, type Candidate, type DeferredEntry } from '../spool/entry
 import { QueueStore, type Claim, type ClaimedFile, type ClaimedMessage } from '../spool/queue-store.js';
 import { deliverClaimedMessage, type DeliveryContext } from './deliver-message.js';
 import { DeliveryMetrics, type QueueSnapshot } from './delivery-metrics.js';
+import type { ShapingState } from './shaping-metrics.js';
+import { sitesReport } from './site-report.js';
+import type { SitesReport } from '../shared/site-status.js';
 import { DueIndex } from './due-index.js';
 import { Backoffs } from './backoffs.js';
 import { BackoffStore } from '../spool/backoff-store.js';
@@ -112,7 +115,7 @@ export class QueueRunner {
     const layout = spoolLayout(config.spool, deps.spoolFs);
     this.store = new QueueStore(layout, deps.processes, deps.leaseToken);
     this.registry = deps.metrics ?? new Registry();
-    this.metrics = new DeliveryMetrics(this.registry, () => this.queueSnapshot(), () => this.clock.now());
+    this.metrics = new DeliveryMetrics(this.registry, () => this.queueSnapshot(), () => this.clock.now(), () => this.shapingState());
     const transport = deps.transport({ onDnsFailure: (permanent) => this.metrics.dnsFailure(permanent), logger: deps.logger });
     const policy = deps.policy ?? ((fallback) => () => fallback)(builtInPolicy({ connection_limit: config.maxConnectionsPerDestination }));
     // In the spool: they survive a restart, and other processes and `mta-queue policy resume` see them.
@@ -259,6 +262,18 @@ export class QueueRunner {
       oldestArrivedAt: oldest === undefined ? null : queueIdTime(oldest),
       stranded: this.stranded,
     };
+  }
+
+  /** The site queues and back-offs as they are now, for the shaping gauges (at scrape time only). */
+  private shapingState(): ShapingState {
+    const sites = this.context.sites;
+    return { activity: sites.activity(), backoffs: this.backoffs.inForce, waiting: sites.waiting, policy: this.context.policy(), now: this.clock.now() };
+  }
+
+  /** The web UI's Sites table: the sites busy or backed off now, bounded (delivery/site-report.ts). */
+  sitesReport(): SitesReport {
+    const { activity, backoffs, policy, now } = this.shapingState();
+    return sitesReport(activity, backoffs, policy, now);
   }
 
   private async releaseClaims(): Promise<string[]> {

@@ -1,7 +1,7 @@
 import type { ShapingSettings } from '../config/policy.js';
 import type { Clock } from '../shared/clock.js';
 import { Fifo } from '../shared/fifo.js';
-import type { Backoffs } from './backoffs.js';
+import { shapingUnder, type Backoffs } from './backoffs.js';
 import type { Route } from './router.js';
 import type { Throttles } from './throttle.js';
 
@@ -21,9 +21,20 @@ export interface AdmitRequest {
   hasIdleConnection(): boolean;
 }
 
+/** Why a transaction was held: a small fixed set, so the metrics' `reason` label stays bounded. */
+export const HOLD_CAUSES = ['suspend', 'throttle-rate', 'connection-wait', 'warm-up', 'stopping'] as const;
+export type HoldCause = (typeof HOLD_CAUSES)[number];
+
 export type Admission =
   | { kind: 'granted'; recipients: number; release(): void }
-  | { kind: 'held'; until: number; reason: string };
+  | { kind: 'held'; until: number; reason: string; cause: HoldCause };
+
+/** A site with connections in use or transactions waiting, for the metrics and the web UI's Sites table. */
+export interface SiteActivity {
+  route: Route;
+  connections: number;
+  waiting: number;
+}
 
 export interface SiteQueueOptions {
   concurrency: number;
@@ -97,6 +108,8 @@ export class SiteQueues {
   private readonly blockedOn = new Map<string, Set<SiteQueue>>();
   /** Per site queue, the due time handed to the last transaction held for a rate: the next one is spaced after it. */
   private readonly heldUntil = new Map<string, number>();
+  /** Per site queue with connections in use, the route of its latest grant: what `activity()` shows of it. */
+  private readonly activeRoutes = new Map<string, Route>();
   private waitingCount = 0;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -113,6 +126,20 @@ export class SiteQueues {
   /** Connections in use per site, for `policy show` and the metrics. */
   connections(route: Route): number {
     return this.inUse.get(keysOf(route).site) ?? 0;
+  }
+
+  /** Every site with connections in use or transactions waiting: at most `--concurrency` plus the waiting queues. */
+  activity(): SiteActivity[] {
+    const sites = new Map<string, SiteActivity>();
+    for (const [key, route] of this.activeRoutes) sites.set(key, { route, connections: this.used(key), waiting: 0 });
+    for (const [key, queue] of this.queues) {
+      const head = queue.peek();
+      if (!head) continue;
+      const site = sites.get(key);
+      if (site) site.waiting = queue.waiting.length;
+      else sites.set(key, { route: head.request.route, connections: 0, waiting: queue.waiting.length });
+    }
+    return [...sites.values()];
   }
 
   admit(request: AdmitRequest): Promise<Admission> {
@@ -133,7 +160,7 @@ export class SiteQueues {
     const now = this.options.clock.now();
     for (const queue of this.queues.values()) {
       clearTimeout(queue.timer);
-      for (let waiter = queue.waiting.shift(); waiter; waiter = queue.waiting.shift()) waiter.resolve({ kind: 'held', until: now, reason: 'held back: mta-queue is stopping' });
+      for (let waiter = queue.waiting.shift(); waiter; waiter = queue.waiting.shift()) waiter.resolve({ kind: 'held', until: now, reason: 'held back: mta-queue is stopping', cause: 'stopping' });
     }
     this.waitingCount = 0;
     this.queues.clear();
@@ -161,9 +188,9 @@ export class SiteQueues {
     const { route } = head.request;
     const backoff = this.options.backoffs.find(route.site, route.source, now);
     if (backoff?.action === 'suspend') {
-      return { kind: 'held', until: backoff.until, reason: `held back: ${route.site} suspended until ${iso(backoff.until)} by ${backoff.rule} (${backoff.reply})` };
+      return { kind: 'held', until: backoff.until, reason: `held back: ${route.site} suspended until ${iso(backoff.until)} by ${backoff.rule} (${backoff.reply})`, cause: 'suspend' };
     }
-    const shaping: ShapingSettings = backoff ? { ...route.shaping, ...backoff.shaping } : route.shaping;
+    const shaping: ShapingSettings = shapingUnder(backoff, route.shaping);
     const limit = shaping.connection_limit ?? Infinity;
     const names = keysOf(route);
     const keys = [queue.key];
@@ -196,6 +223,7 @@ export class SiteQueues {
     }
     if (messageRate) this.options.throttles.take(messageKey, messageRate, recipients, now);
     for (const key of keys) this.inUse.set(key, this.used(key) + 1);
+    this.activeRoutes.set(queue.key, route);
     let released = false;
     return {
       kind: 'granted',
@@ -213,7 +241,7 @@ export class SiteQueues {
     if (ms <= SHORT_WAIT_MS) return { kind: 'later', ms: Math.max(ms, 1) };
     const until = Math.max(now + ms, (this.heldUntil.get(queue.key) ?? 0) + spacing);
     this.heldUntil.set(queue.key, until);
-    return { kind: 'held', until: Math.ceil(until), reason: `held back: ${queue.key.replace(/^site:[^:]*:/, '')} at ${what} until ${iso(until)}` };
+    return { kind: 'held', until: Math.ceil(until), reason: `held back: ${queue.key.replace(/^site:[^:]*:/, '')} at ${what} until ${iso(until)}`, cause: 'throttle-rate' };
   }
 
   private used(key: string): number {
@@ -233,7 +261,10 @@ export class SiteQueues {
   private releaseKey(key: string): void {
     const left = this.used(key) - 1;
     if (left > 0) this.inUse.set(key, left);
-    else this.inUse.delete(key);
+    else {
+      this.inUse.delete(key);
+      this.activeRoutes.delete(key);
+    }
     const blocked = this.blockedOn.get(key);
     if (!blocked) return;
     for (const queue of blocked) {
@@ -257,7 +288,7 @@ export class SiteQueues {
         this.waitingCount--;
         held = true;
         const reason = `held back: waited ${Math.round((now - head.since) / 1000)}s for a connection to ${head.request.route.site}`;
-        head.resolve({ kind: 'held', until: now + MAX_PARK_MS / 2, reason });
+        head.resolve({ kind: 'held', until: now + MAX_PARK_MS / 2, reason, cause: 'connection-wait' });
       }
       if (held && queue.waiting.length === 0) this.unblock(queue);
     }
