@@ -78,7 +78,7 @@ const program = new Command('mta-queue')
       return;
     }
     // Before the runner: a missing users file is a usage error (exit 2) with nothing started yet.
-    const startWeb = config.web && metrics ? await prepareWebUi({ ...config, web: config.web }, { logger, registry: metrics, keyring: dkim.keyring }) : null;
+    const startWeb = config.web && metrics ? await prepareWebUi({ ...config, web: config.web }, { logger, registry: metrics, keyring: dkim.keyring, sites: () => runner.sitesReport() }) : null;
     await runUntilSignalled(logger, async () => {
       await runner.start({ watch: true });
       dkim.keyring.watch();

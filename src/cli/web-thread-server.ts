@@ -2,6 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { UserStore } from '../config/user-store.js';
 import { systemClock } from '../shared/clock.js';
 import { createLogger } from '../shared/logger.js';
+import type { SitesReport } from '../shared/site-status.js';
 import { spoolLayout } from '../spool/layout.js';
 import { QueueAdmin } from '../spool/queue-admin.js';
 import type { OutcomeTotals } from '../web/outcome-history.js';
@@ -24,8 +25,10 @@ export interface WebThreadData extends Pick<WebOptions, 'host' | 'port' | 'hostn
   logLevel: string;
 }
 
-/** The main thread's state the UI shows: the delivery counters (for the chart) and the DKIM keys. */
-export type WebThreadQuestion = 'deliveryTotals' | 'dkimStatus';
+/** The main thread's state the UI shows: the delivery counters (for the chart), the DKIM keys, the busy and backed-off sites. */
+export type WebThreadQuestion = 'deliveryTotals' | 'dkimStatus' | 'sites';
+
+export type WebThreadAnswer = OutcomeTotals | DkimDomainStatus[] | SitesReport;
 
 export type FromWebThread =
   | { kind: 'listening'; host: string; port: number }
@@ -35,7 +38,7 @@ export type FromWebThread =
   | { kind: 'ask'; id: number; question: WebThreadQuestion };
 
 export type ToWebThread =
-  | { kind: 'answer'; id: number; value?: OutcomeTotals | DkimDomainStatus[]; error?: string }
+  | { kind: 'answer'; id: number; value?: WebThreadAnswer; error?: string }
   /** SIGHUP: the users file again. */
   | { kind: 'reload' }
   | { kind: 'close' };
@@ -70,6 +73,7 @@ async function start(): Promise<{ server: WebServer; users: UserStore }> {
       makeAdmin: (operator) => new QueueAdmin(layout, logger.child({ operator, via: 'web' }), procProcessTable(), newLeaseToken()),
       deliveryTotals: () => ask<OutcomeTotals>('deliveryTotals'),
       dkimStatus: () => ask<DkimDomainStatus[]>('dkimStatus'),
+      sites: () => ask<SitesReport>('sites'),
       // mailparser (subjects) and its charsets are loaded only for an inbox: a tenth of a second of CPU otherwise.
       ...(data.inboxDir ? { inbox: new (await import('../inbox/inbox-store.js')).InboxStore(data.inboxDir) } : {}),
     },

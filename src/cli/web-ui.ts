@@ -9,15 +9,16 @@ import { ConfigError } from '../shared/errors.js';
 import { warnIfReadableByOthers } from '../shared/file-permissions.js';
 import type { Logger } from '../shared/logger.js';
 import { formatAddress, isLoopback } from '../shared/metrics.js';
+import type { SitesReport } from '../shared/site-status.js';
 import type { OutcomeTotals } from '../web/outcome-history.js';
-import type { DkimDomainStatus } from '../web/web-server.js';
-import type { FromWebThread, ToWebThread, WebThreadData, WebThreadQuestion } from './web-thread-server.js';
+import type { FromWebThread, ToWebThread, WebThreadAnswer, WebThreadData, WebThreadQuestion } from './web-thread-server.js';
 
 /**
  * `mta-queue --web`: the web UI inside the running delivery daemon, so its actions go through the process that
  * owns the claims, on a thread of its own (web-thread-server.ts) so that serving it takes nothing from the
  * delivery event loop. This side checks the users file and the certificate, starts the thread, writes its log
- * lines to the daemon's log and answers its questions (the delivery counters for the chart, the DKIM keys).
+ * lines to the daemon's log and answers its questions (the delivery counters for the chart, the DKIM keys, the
+ * Sites table).
  */
 export interface WebUi {
   host: string;
@@ -35,7 +36,10 @@ const CLOSE_TIMEOUT_MS = 5000;
  * anything runs. The returned start() starts the UI thread and resolves once it listens; fastify and the templates
  * are loaded only there, so a daemon without --web never loads them.
  */
-export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, deps: { logger: Logger; registry: Registry; keyring: DkimKeyring }): Promise<() => Promise<WebUi>> {
+export async function prepareWebUi(
+  config: QueueConfig & { web: WebConfig },
+  deps: { logger: Logger; registry: Registry; keyring: DkimKeyring; sites(): SitesReport },
+): Promise<() => Promise<WebUi>> {
   const { logger, registry, keyring } = deps;
   const web = config.web;
   // Parsed only: the UI thread hashes any plain password, off the delivery thread.
@@ -43,9 +47,10 @@ export async function prepareWebUi(config: QueueConfig & { web: WebConfig }, dep
   if (users.size === 0) throw new ConfigError(`--web-users ${web.usersFile}: no user in it (add one with: mta-server passwd USER --users ${web.usersFile})`);
   await warnIfReadableByOthers([['web-users', web.usersFile], ...(web.tls ? ([['web-tls-key', web.tls.keyFile]] as const) : [])], logger);
   const tls = web.tls ? { cert: await readTlsFile(web.tls.certFile, '--web-cert'), key: await readTlsFile(web.tls.keyFile, '--web-key') } : null;
-  const answers: Record<WebThreadQuestion, () => Promise<OutcomeTotals | DkimDomainStatus[]>> = {
+  const answers: Record<WebThreadQuestion, () => Promise<WebThreadAnswer>> = {
     deliveryTotals: () => deliveryTotals(registry),
     dkimStatus: async () => [...keyring.activeKeys().values()].flat().map((key) => ({ domain: key.domain, selector: key.selector, type: key.type, state: key.state })),
+    sites: async () => deps.sites(),
   };
   return () => {
     const data: WebThreadData = {

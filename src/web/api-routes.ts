@@ -88,6 +88,8 @@ export function registerApiRoutes(app: FastifyInstance, context: WebContext): vo
 
   app.get('/api/history', read, async () => context.history.series(context.clock.now()));
 
+  app.get('/api/sites', read, async () => context.sites());
+
   app.get('/api/messages', { ...read, schema: LIST_SCHEMA }, async (request) => {
     const page = await queuePage(context, request.query as Fields);
     return { messages: page.items.map(describeItem), next: page.next, entries: page.entries, examined: page.examined };

@@ -10,6 +10,7 @@ import { adminCommand, bulkJson, filterFrom, isAdminAction, queuePage } from './
 import { isoTime, renderView } from './views.js';
 import { SESSION_COOKIE } from './web-auth.js';
 import { renderPage, sessionGuard } from './page-render.js';
+import { sitesView } from './sites-view.js';
 import { clientAddress, crossSiteReason, rateLimitedWarning } from './web-guards.js';
 import { csrfForSessions, logRefusedLogin, sendError, type WebContext } from './web-server.js';
 
@@ -71,13 +72,14 @@ export function registerPageRoutes(app: FastifyInstance, context: WebContext): v
   app.get('/', page, async (request, reply) => {
     const now = context.clock.now();
     const stats = await context.queue.census(now);
-    const dkim = await context.dkimStatus();
+    const [dkim, sites] = await Promise.all([context.dkimStatus(), context.sites()]);
     return render(request, reply, 'overview', {
       counts: FILTER_STATES.map((state) => ({ state, count: stats.counts[state] })),
       total: stats.total,
       oldest: stats.oldest ? { id: stats.oldest.id, state: stats.oldest.state, arrived: isoTime(stats.oldest.arrivedAt), age: formatAge(stats.oldest.ageMs) } : null,
       domains: stats.deferredDomains,
       dkim,
+      sites: sitesView(sites, now),
     });
   });
 

@@ -11,6 +11,7 @@ import type { Clock } from '../shared/clock.js';
 import { ConfigError, RelayError } from '../shared/errors.js';
 import { NoSuchMessageError } from '../spool/admin-command.js';
 import type { Logger } from '../shared/logger.js';
+import type { SitesReport } from '../shared/site-status.js';
 import type { QueueAdmin } from '../spool/queue-admin.js';
 import { QueueIndex } from '../spool/queue-index.js';
 import type { SpoolLayout } from '../spool/layout.js';
@@ -48,6 +49,8 @@ export interface WebDeps {
   deliveryTotals(): Promise<OutcomeTotals>;
   /** The DKIM keys, when a key directory exists. */
   dkimStatus(): Promise<DkimDomainStatus[]>;
+  /** The sites delivery is busy with or backed off from, bounded (the overview's Sites table, `/api/sites`). */
+  sites(): Promise<SitesReport>;
   /** The local test inbox (npm start), when one runs. */
   inbox?: InboxView;
 }

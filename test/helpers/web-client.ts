@@ -3,6 +3,7 @@ import path from 'node:path';
 import { UserStore } from '../../src/config/user-store.js';
 import { newLeaseToken, procProcessTable } from '../../src/cli/process-table.js';
 import type { InboxView } from '../../src/shared/inbox-view.js';
+import type { SitesReport } from '../../src/shared/site-status.js';
 import type { SpoolLayout } from '../../src/spool/layout.js';
 import { QueueAdmin } from '../../src/spool/queue-admin.js';
 import { startWebServer, type WebOptions, type WebServer } from '../../src/web/web-server.js';
@@ -162,7 +163,7 @@ export interface WebUnderTest {
 export const WEB_DEFAULTS = { hostnames: ['127.0.0.1', 'localhost'], trustedProxies: null, maxConnections: 256, idleTimeout: 60_000 } satisfies Partial<WebOptions>;
 
 /** startWebServer on 127.0.0.1 port 0 with the real dependencies mta-queue gives it (web-ui.ts), and a clock the test moves. */
-export async function startWebUnderTest(options: { layout: SpoolLayout; usersFile: string; inbox?: InboxView; clock?: ShiftedClock; web?: Partial<WebOptions> }): Promise<WebUnderTest> {
+export async function startWebUnderTest(options: { layout: SpoolLayout; usersFile: string; inbox?: InboxView; clock?: ShiftedClock; web?: Partial<WebOptions>; sites?: () => SitesReport }): Promise<WebUnderTest> {
   const clock = options.clock ?? new ShiftedClock();
   const logs = new LogCapture();
   const users = await UserStore.load(options.usersFile);
@@ -176,6 +177,7 @@ export async function startWebUnderTest(options: { layout: SpoolLayout; usersFil
       makeAdmin: (operator) => new QueueAdmin(options.layout, logs.logger.child({ operator, via: 'web' }), procProcessTable(), newLeaseToken()),
       deliveryTotals: async () => ({ delivered: 0, deferred: 0, bounced: 0 }),
       dkimStatus: async () => [],
+      sites: async () => options.sites?.() ?? { sites: [], total: 0, backoffs: { count: 0, suspend: 0, throttle: 0 } },
       ...(options.inbox ? { inbox: options.inbox } : {}),
     },
   );

@@ -71,7 +71,7 @@ describe('API strictness: dry_run required, unknown keys and query parameters re
 
   test('an unknown query parameter is 400 on every /api route, reads included', async () => {
     const id = ids[0]!;
-    const reads = ['/api/stats?total=1', '/api/history?minutes=5', '/api/messages?stat=held', '/api/messages?state=held&dry_run=true', `/api/messages/${id}?verbose=1`, `/api/messages/${id}/raw?download=0`];
+    const reads = ['/api/stats?total=1', '/api/history?minutes=5', '/api/sites?limit=5', '/api/messages?stat=held', '/api/messages?state=held&dry_run=true', `/api/messages/${id}?verbose=1`, `/api/messages/${id}/raw?download=0`];
     for (const url of reads) refused(await web.client().get(url, basic), /^unknown query parameter "[a-z_]+" in the query string$/, url);
     const before = await spoolFiles();
     refused(await web.client().request(`/api/messages/${id}/hold?dry_run=true`, { method: 'POST', ...basic }), /unknown query parameter "dry_run"/, 'single hold, query');
