@@ -54,6 +54,11 @@ export class Backoffs {
     return undefined;
   }
 
+  /** Nothing to count: a delivered, reachable transaction changes nothing here (the hot path skips the sink). */
+  get quiet(): boolean {
+    return this.failures.size === 0;
+  }
+
   get inForce(): ActiveBackoff[] {
     return [...this.active.values()];
   }

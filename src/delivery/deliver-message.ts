@@ -123,7 +123,8 @@ async function attemptDomain(queueId: string, domain: string, recipients: Recipi
   const route = routed;
   const records: AttemptRecord[] = [];
   for (let rest = recipients; rest.length > 0; ) {
-    const admission = await context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route) ?? false });
+    const answer = context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route) ?? false });
+    const admission = answer instanceof Promise ? await answer : answer;
     if (admission.kind === 'held') {
       records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason, site: route.site, source: route.source, cause: admission.cause }, ms: context.clock.now() - started });
       break;
@@ -136,13 +137,18 @@ async function attemptDomain(queueId: string, domain: string, recipients: Recipi
       context.metrics?.domainAttempt((context.clock.now() - transactionStarted) / 1000);
       const record = { domain, route, recipients: batch, result, ms: context.clock.now() - started };
       // Before the connection is given back: the next transaction to the site must already see a back-off this reply starts.
-      await observeBackoffs(record, queueId, context);
+      if (!context.backoffs.quiet || result.unreachable === true || someNotDelivered(result)) await observeBackoffs(record, queueId, context);
       records.push(record);
     } finally {
       admission.release();
     }
   }
   return records;
+}
+
+function someNotDelivered(result: DomainAttempt): boolean {
+  for (const outcome of result.outcomes.values()) if (outcome.verdict !== 'delivered') return true;
+  return false;
 }
 
 /** The back-off sink: the policy's rules against every reply that was not a success, and the connection breaker. */

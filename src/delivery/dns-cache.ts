@@ -4,9 +4,13 @@ import type { DnsResolver } from './resolve-mx.js';
 /**
  * Remembers answers for a short while, so a queue full of mail to one domain costs one MX and one address
  * look-up per `ttl`, not three queries per message (Postfix leans on a local caching resolver for the same).
- * Only answers are kept, never failures: a SERVFAIL is asked again on the next attempt. Concurrent look-ups
- * of one name share a query.
+ * Authoritative "no such name" and "no records of this type" answers are kept too (RFC 2308 negative caching): an
+ * MX host without AAAA records was otherwise asked for them at every message. Failures are never kept: a SERVFAIL
+ * or a time-out is asked again on the next attempt. Concurrent look-ups of one name share a query.
  */
+/** node's codes for NXDOMAIN and NODATA: answers about the zone, not failures to get one. */
+const NEGATIVE_ANSWERS: ReadonlySet<string> = new Set(['ENOTFOUND', 'ENODATA']);
+
 export class CachingResolver implements DnsResolver {
   private readonly entries = new Map<string, { expires: number; value: Promise<unknown> }>();
 
@@ -40,7 +44,8 @@ export class CachingResolver implements DnsResolver {
     if (this.entries.size >= this.maxEntries) this.evictExpired(now);
     const value = lookup();
     this.entries.set(key, { expires: now + this.ttl, value });
-    value.catch(() => {
+    value.catch((error: NodeJS.ErrnoException) => {
+      if (NEGATIVE_ANSWERS.has(error.code ?? '')) return;
       if (this.entries.get(key)?.value === value) this.entries.delete(key);
     });
     return value;

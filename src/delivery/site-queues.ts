@@ -142,10 +142,15 @@ export class SiteQueues {
     return [...sites.values()];
   }
 
-  admit(request: AdmitRequest): Promise<Admission> {
+  /** The admission at once when nothing waits for the site and it need not wait; else a promise of it. */
+  admit(request: AdmitRequest): Admission | Promise<Admission> {
     const key = keysOf(request.route).site;
     let queue = this.queues.get(key);
-    if (!queue) this.queues.set(key, (queue = new SiteQueue(key)));
+    if (!queue) {
+      const decision = this.decide(key, request, this.options.clock.now());
+      if (decision.kind === 'granted' || decision.kind === 'held') return decision;
+      this.queues.set(key, (queue = new SiteQueue(key)));
+    }
     return new Promise((resolve) => {
       queue.waiting.push({ request, resolve, since: this.options.clock.now() });
       this.waitingCount++;
@@ -171,7 +176,7 @@ export class SiteQueues {
     clearTimeout(queue.timer);
     queue.timer = undefined;
     for (let head = queue.peek(); head; head = queue.peek()) {
-      const decision = this.decide(queue, head, this.options.clock.now());
+      const decision = this.decide(queue.key, head.request, this.options.clock.now());
       if (decision.kind === 'blocked') return this.block(queue, decision.key);
       if (decision.kind === 'later') {
         queue.timer = setTimeout(() => this.serve(queue), decision.ms);
@@ -184,8 +189,8 @@ export class SiteQueues {
     if (queue.waiting.length === 0 && queue.blockedOn === null) this.queues.delete(queue.key);
   }
 
-  private decide(queue: SiteQueue, head: Waiter, now: number): Decision {
-    const { route } = head.request;
+  private decide(siteKey: string, request: AdmitRequest, now: number): Decision {
+    const { route } = request;
     const backoff = this.options.backoffs.find(route.site, route.source, now);
     if (backoff?.action === 'suspend') {
       return { kind: 'held', until: backoff.until, reason: `held back: ${route.site} suspended until ${iso(backoff.until)} by ${backoff.rule} (${backoff.reply})`, cause: 'suspend' };
@@ -193,8 +198,8 @@ export class SiteQueues {
     const shaping: ShapingSettings = shapingUnder(backoff, route.shaping);
     const limit = shaping.connection_limit ?? Infinity;
     const names = keysOf(route);
-    const keys = [queue.key];
-    if (this.used(queue.key) >= limit) return { kind: 'blocked', key: queue.key };
+    const keys = [siteKey];
+    if (this.used(siteKey) >= limit) return { kind: 'blocked', key: siteKey };
     if (names.provider !== null && shaping.provider_connection_limit !== undefined) {
       if (this.used(names.provider) >= shaping.provider_connection_limit) return { kind: 'blocked', key: names.provider };
       keys.push(names.provider);
@@ -206,24 +211,24 @@ export class SiteQueues {
     if (this.used('shared') >= this.options.concurrency) return { kind: 'blocked', key: 'shared' };
     keys.push('shared');
 
-    let recipients = head.request.recipients;
+    let recipients = request.recipients;
     const messageRate = shaping.max_message_rate;
     const messageKey = names.messages;
     if (messageRate) {
       recipients = Math.min(recipients, this.options.throttles.available(messageKey, messageRate, now));
       if (recipients === 0) {
         const answer = this.options.throttles.take(messageKey, messageRate, 1, now);
-        return this.waitFor(queue, answer.ok ? 0 : answer.retryAfterMs, now, head.request.recipients * (messageRate.periodMs / messageRate.count), `its max_message_rate ${messageRate.text}`);
+        return this.waitFor(siteKey, route.site, answer.ok ? 0 : answer.retryAfterMs, now, request.recipients * (messageRate.periodMs / messageRate.count), `its max_message_rate ${messageRate.text}`);
       }
     }
     const connectionRate = shaping.max_connection_rate;
-    if (connectionRate && !head.request.hasIdleConnection()) {
+    if (connectionRate && !request.hasIdleConnection()) {
       const answer = this.options.throttles.take(names.connections, connectionRate, 1, now);
-      if (!answer.ok) return this.waitFor(queue, answer.retryAfterMs, now, connectionRate.periodMs / connectionRate.count, `its max_connection_rate ${connectionRate.text}`);
+      if (!answer.ok) return this.waitFor(siteKey, route.site, answer.retryAfterMs, now, connectionRate.periodMs / connectionRate.count, `its max_connection_rate ${connectionRate.text}`);
     }
     if (messageRate) this.options.throttles.take(messageKey, messageRate, recipients, now);
     for (const key of keys) this.inUse.set(key, this.used(key) + 1);
-    this.activeRoutes.set(queue.key, route);
+    this.activeRoutes.set(siteKey, route);
     let released = false;
     return {
       kind: 'granted',
@@ -237,11 +242,11 @@ export class SiteQueues {
   }
 
   /** A short rate wait stays in memory; a long one is held, spaced after the transactions held before it. */
-  private waitFor(queue: SiteQueue, ms: number, now: number, spacing: number, what: string): Decision {
+  private waitFor(siteKey: string, site: string, ms: number, now: number, spacing: number, what: string): Decision {
     if (ms <= SHORT_WAIT_MS) return { kind: 'later', ms: Math.max(ms, 1) };
-    const until = Math.max(now + ms, (this.heldUntil.get(queue.key) ?? 0) + spacing);
-    this.heldUntil.set(queue.key, until);
-    return { kind: 'held', until: Math.ceil(until), reason: `held back: ${queue.key.replace(/^site:[^:]*:/, '')} at ${what} until ${iso(until)}`, cause: 'throttle-rate' };
+    const until = Math.max(now + ms, (this.heldUntil.get(siteKey) ?? 0) + spacing);
+    this.heldUntil.set(siteKey, until);
+    return { kind: 'held', until: Math.ceil(until), reason: `held back: ${site} at ${what} until ${iso(until)}`, cause: 'throttle-rate' };
   }
 
   private used(key: string): number {

@@ -34,3 +34,15 @@ test('failures are not kept: the next look-up asks again and sees a repaired zon
   dns.setZone('flaky.test', { mx: [{ preference: 5, exchange: 'mx.flaky.test' }] });
   assert.deepEqual(await cache.resolveMx('flaky.test'), [{ exchange: 'mx.flaky.test', priority: 5 }]);
 });
+
+test('no such name and no records of the type are answers, kept like others (RFC 2308); a SERVFAIL is not', async () => {
+  let now = 0;
+  const cache = new CachingResolver(resolver, 60_000, () => now);
+  for (let i = 0; i < 3; i++) await assert.rejects(cache.resolve6('mx.cached.test'), { code: 'ENOTFOUND' });
+  for (let i = 0; i < 3; i++) await assert.rejects(cache.resolve6('cached.test'), { code: 'ENODATA' });
+  const asked = (name: string) => dns.queries.filter((query) => query.name === name && query.type === 'AAAA').length;
+  assert.deepEqual([asked('mx.cached.test'), asked('cached.test')], [1, 1]);
+  now += 60_000;
+  await assert.rejects(cache.resolve6('cached.test'), { code: 'ENODATA' });
+  assert.equal(asked('cached.test'), 2, 'asked again once expired');
+});

@@ -19,7 +19,7 @@ function setup(concurrency = 10) {
   const sites = new SiteQueues({ concurrency, throttles: new LocalThrottles(), backoffs, clock });
   const admit = (r: Route, recipients = 1) => {
     let settled: Admission | undefined;
-    const promise = sites.admit({ route: r, recipients, hasIdleConnection: () => false }).then((admission) => (settled = admission));
+    const promise = Promise.resolve(sites.admit({ route: r, recipients, hasIdleConnection: () => false })).then((admission) => (settled = admission));
     return { promise, get settled() {
       return settled;
     } };
