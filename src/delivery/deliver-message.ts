@@ -73,7 +73,7 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
   const records: AttemptRecord[] = (
     await Promise.all<AttemptRecord[]>(
       [...byDomain].map(([domain, recipients]) =>
-        looping ? [{ domain, route: null, recipients, result: everyRecipient(recipients, { verdict: 'permanent', reply: looping }), ms: 0 }] : attemptDomain(envelope.id, domain, recipients, body, context),
+        looping ? [{ domain, route: null, recipients, result: everyRecipient(recipients, { verdict: 'permanent', reply: looping }), ms: 0 }] : attemptDomain(envelope, domain, recipients, body, context),
       ),
     )
   ).flat();
@@ -116,14 +116,15 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
 }
 
 /** One domain's recipients: routed, then admitted by its site's queue, as many transactions as its rate grants. */
-async function attemptDomain(queueId: string, domain: string, recipients: RecipientRecord[], body: () => Promise<OutgoingMessage>, context: DeliveryContext): Promise<AttemptRecord[]> {
+async function attemptDomain(envelope: Envelope, domain: string, recipients: RecipientRecord[], body: () => Promise<OutgoingMessage>, context: DeliveryContext): Promise<AttemptRecord[]> {
   const started = context.clock.now();
-  const routed = await context.router.route(domain);
+  const queueId = envelope.id;
+  const routed = await context.router.route(domain, { user: envelope.user, address: envelope.sender });
   if ('failure' in routed) return [{ domain, route: null, recipients, result: { ...everyRecipient(recipients, routed.failure), mx: routed.mx }, ms: context.clock.now() - started }];
   const route = routed;
   const records: AttemptRecord[] = [];
   for (let rest = recipients; rest.length > 0; ) {
-    const answer = context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route) ?? false });
+    const answer = context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route, route.local) ?? false });
     const admission = answer instanceof Promise ? await answer : answer;
     if (admission.kind === 'held') {
       records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason, site: route.site, source: route.source, cause: admission.cause }, ms: context.clock.now() - started });
@@ -133,7 +134,7 @@ async function attemptDomain(queueId: string, domain: string, recipients: Recipi
     rest = rest.slice(admission.recipients);
     const transactionStarted = context.clock.now();
     try {
-      const result = await context.transport.deliver(domain, batch.map((r) => r.address), await body(), { maxDeliveriesPerConnection: route.shaping.max_deliveries_per_connection });
+      const result = await context.transport.deliver(domain, batch.map((r) => r.address), await body(), { maxDeliveriesPerConnection: route.shaping.max_deliveries_per_connection, source: route.local });
       context.metrics?.domainAttempt((context.clock.now() - transactionStarted) / 1000);
       const record = { domain, route, recipients: batch, result, ms: context.clock.now() - started };
       // Before the connection is given back: the next transaction to the site must already see a back-off this reply starts.

@@ -15,7 +15,7 @@ import { RemoteSession, type SessionTarget, type TransactionResult } from './rem
 import { UntrustedCertificateError } from './session-tls.js';
 import { resolveMxTargets, resolveRelayTargets, type DnsResolver, type MxTarget } from './resolve-mx.js';
 import { POSTFIX_DEADLINES, type SmtpDeadlines } from './smtp-deadlines.js';
-import type { DeliveryOptions, Destination, DestinationFailure, DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
+import type { DeliveryOptions, Destination, LocalSource, DestinationFailure, DomainAttempt, OutgoingMessage, RecipientOutcome, Transport, TransportFactory } from './transport.js';
 
 export interface TransportOptions {
   resolver: DnsResolver;
@@ -123,9 +123,9 @@ export class MxTransport implements Transport {
     }
   }
 
-  hasIdleConnection(destination: Destination): boolean {
+  hasIdleConnection(destination: Destination, source?: LocalSource | null): boolean {
     if (destination.firstAddress === null) return false;
-    return (this.idle.get(`${destination.firstAddress}:${this.options.port}`)?.length ?? 0) > 0;
+    return (this.idle.get(poolKey(destination.firstAddress, this.options.port, source?.address))?.length ?? 0) > 0;
   }
 
   private targets(domain: string): Promise<MxTarget[]> {
@@ -154,7 +154,7 @@ export class MxTransport implements Transport {
           if (!mayTryAnotherAddress(walk, limits)) break walking;
           walk.addressesTried++;
           try {
-            return await this.transact(this.target(ip, target.host), recipients, message, options);
+            return await this.transact(this.target(ip, target.host, options.source ?? null), recipients, message, options);
           } catch (error) {
             last = deliveryFailureFrom(error, { mx: target.host, ip, stage: 'connect', greeted: false });
             if (last.greeted) walk.sessionsGreeted++;
@@ -195,8 +195,8 @@ export class MxTransport implements Transport {
     return { usable, refusal: deliveryFailureFrom(error, { mx: host, ip: refused[0]!, stage: 'connect', greeted: false }) };
   }
 
-  private target(ip: string, host: string): SessionTarget {
-    return { ip, port: this.options.port, host, ehloName: this.options.ehloName, deadlines: this.deadlines, maxReplyBytes: this.options.maxReplyBytes, verifyTls: this.verifyTls };
+  private target(ip: string, host: string, source: LocalSource | null): SessionTarget {
+    return { ip, port: this.options.port, host, ehloName: source?.ehlo ?? this.options.ehloName, localAddress: source?.address, deadlines: this.deadlines, maxReplyBytes: this.options.maxReplyBytes, verifyTls: this.verifyTls };
   }
 
   /** Throws (a DeliveryFailure) only when this MX address could not take the transaction at all (try the next one). */
@@ -309,7 +309,7 @@ export class MxTransport implements Transport {
   }
 
   private key(target: SessionTarget): string {
-    return `${target.ip}:${target.port}`;
+    return poolKey(target.ip, target.port, target.localAddress);
   }
 
   private takeIdle(target: SessionTarget): RemoteSession | undefined {
@@ -343,6 +343,11 @@ export class MxTransport implements Transport {
       entry.session.close();
     }
   }
+}
+
+/** Idle connections are kept per MX address and per source: one from source A never carries source B's mail. */
+function poolKey(ip: string, port: number, localAddress: string | undefined): string {
+  return localAddress === undefined ? `${ip}:${port}` : `${ip}:${port} from ${localAddress}`;
 }
 
 export { replyFromText } from './remote-session.js';

@@ -130,7 +130,7 @@ export class QueueRunner {
       store: this.store,
       writer: new MessageWriter(layout),
       transport,
-      router: new Router(transport, policy, config.relayHost !== null),
+      router: new Router({ transport, policy, relayHost: config.relayHost !== null, backoffs: this.backoffs, clock: this.clock }),
       sites: new SiteQueues({ concurrency: config.concurrency, throttles: new LocalThrottles(), backoffs: this.backoffs, clock: this.clock, onWaiting: () => this.pumpSoon() }),
       backoffs: this.backoffs,
       policy,

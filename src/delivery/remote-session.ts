@@ -17,6 +17,8 @@ export interface SessionTarget {
   verifyTls?: TlsVerification;
   /** Our EHLO name. */
   ehloName: string;
+  /** The local address the socket binds (a pool's source address); absent: the system picks one. */
+  localAddress?: string;
   /** How long each reply may take (smtp-deadlines.ts). */
   deadlines: SmtpDeadlines;
   /** Longest reply read at all; a longer one closes the connection (default MAX_REPLY_BYTES). */
@@ -298,7 +300,7 @@ function oneLine(message: string): string {
 /** TCP connect within the connect deadline; TCP_NODELAY is set by nodemailer on the socket it is handed. */
 function connectSocket(target: SessionTarget): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: target.ip, port: target.port });
+    const socket = net.connect({ host: target.ip, port: target.port, localAddress: target.localAddress });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(Object.assign(new Error(`connect to ${target.ip}:${target.port} timed out after ${target.deadlines.connect} ms`), { code: 'ETIMEDOUT', timeoutType: 'CONNECT_TIMEOUT' }));

@@ -1,6 +1,10 @@
 import { effectiveShaping, providerForMxHosts } from '../config/effective-shaping.js';
 import type { Policy, ShapingSettings } from '../config/policy.js';
-import type { Destination, DestinationFailure, Transport } from './transport.js';
+import { domainOf } from '../shared/addresses.js';
+import type { Clock } from '../shared/clock.js';
+import type { Backoffs } from './backoffs.js';
+import { chooseSource, poolFor } from './source-choice.js';
+import type { Destination, DestinationFailure, LocalSource, Transport } from './transport.js';
 
 /**
  * Route first (shared/design/dispatch.md): where a domain's mail goes and under which limits, decided before any
@@ -12,8 +16,27 @@ export interface Route extends Destination {
   provider: string | null;
   /** [shaping.default], then the provider's, then the domain's settings (config/effective-shaping.ts). */
   shaping: ShapingSettings;
-  /** The source address's name: `default` until pools choose one (limits are per source and site). */
+  /** The pool address the mail leaves from, or `default` (the machine's own): limits are per source and site. */
   source: string;
+  /** What the connection binds and says in EHLO; null for `default` (no binding, --hostname). */
+  local: LocalSource | null;
+}
+
+/** Who a message is from, as far as the choice of its source address goes. */
+export interface RouteSender {
+  /** The AUTH user, null for a trusted-network client. */
+  user: string | null;
+  /** The envelope sender, '' for a bounce. */
+  address: string;
+}
+
+export interface RouterOptions {
+  transport: Transport;
+  policy: () => Policy;
+  relayHost: boolean;
+  /** A pool address backed off for a site is skipped for the next one of its pool. */
+  backoffs: Backoffs;
+  clock: Clock;
 }
 
 export const DEFAULT_SOURCE = 'default';
@@ -25,26 +48,42 @@ export function locateDestination(transport: Transport, domain: string): Promise
 }
 
 export class Router {
-  constructor(
-    private readonly transport: Transport,
-    private readonly policy: () => Policy,
-    private readonly relayHost: boolean,
-  ) {}
+  constructor(private readonly options: RouterOptions) {}
 
-  /** The last route per domain, reused while the transport's destination and the policy are the same objects. */
-  private readonly routes = new Map<string, { destination: Destination; policy: Policy; route: Route }>();
+  /** The last routes per domain (one per source), reused while the destination and the policy are the same objects. */
+  private readonly routes = new Map<string, { destination: Destination; policy: Policy; bySource: Map<string, Route> }>();
+  /** Where each pool's round robin goes on. */
+  private readonly turns = new Map<string, number>();
 
-  async route(domain: string): Promise<Route | DestinationFailure> {
-    const destination = await locateDestination(this.transport, domain);
+  async route(domain: string, sender: RouteSender): Promise<Route | DestinationFailure> {
+    const destination = await locateDestination(this.options.transport, domain);
     if ('failure' in destination) return destination;
-    const policy = this.policy();
-    const known = this.routes.get(domain);
-    if (known && known.destination === destination && known.policy === policy) return known.route;
-    // The relay host is a route of its own: no provider, and no recipient domain's shaping (shared/design/cli.md).
-    const provider = this.relayHost ? null : providerForMxHosts(policy, destination.mxHosts);
-    const route = { ...destination, domain, provider: provider?.name ?? null, shaping: effectiveShaping(policy, provider, this.relayHost ? null : domain), source: DEFAULT_SOURCE };
-    if (this.routes.size >= MAX_ROUTES) this.routes.clear();
-    this.routes.set(domain, { destination, policy, route });
+    const policy = this.options.policy();
+    let known = this.routes.get(domain);
+    if (!known || known.destination !== destination || known.policy !== policy) {
+      if (this.routes.size >= MAX_ROUTES) this.routes.clear();
+      this.routes.set(domain, (known = { destination, policy, bySource: new Map() }));
+    }
+    const source = this.sourceFor(policy, sender, destination.site);
+    let route = known.bySource.get(source);
+    if (!route) {
+      // The relay host is a route of its own: no provider, and no recipient domain's shaping (shared/design/cli.md).
+      const relayHost = this.options.relayHost;
+      const provider = relayHost ? null : providerForMxHosts(policy, destination.mxHosts);
+      const local = source === DEFAULT_SOURCE ? null : { address: source, ehlo: policy.sources.get(source)?.ehlo ?? null };
+      route = { ...destination, domain, provider: provider?.name ?? null, shaping: effectiveShaping(policy, provider, relayHost ? null : domain), source, local };
+      known.bySource.set(source, route);
+    }
     return route;
+  }
+
+  private sourceFor(policy: Policy, sender: RouteSender, site: string): string {
+    const pool = poolFor(policy, sender.user, sender.address.includes('@') ? domainOf(sender.address) : null);
+    const addresses = pool === null ? undefined : policy.pools.get(pool);
+    if (pool === null || !addresses?.length) return DEFAULT_SOURCE;
+    const now = this.options.clock.now();
+    const chosen = chooseSource(addresses, this.turns.get(pool) ?? 0, (address) => this.options.backoffs.find(site, address, now)?.until ?? null);
+    this.turns.set(pool, chosen.next % addresses.length);
+    return chosen.address;
   }
 }

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../shared/logger.js';
 import { readWhole, sevenBitForm } from './eight-bit.js';
 import { locateDestination } from './router.js';
-import type { DeliveryOptions, Destination, DestinationFailure, DomainAttempt, OutgoingMessage, RecipientOutcome, SevenBitForm, Transport, TransportFactory } from './transport.js';
+import type { DeliveryOptions, Destination, DestinationFailure, LocalSource, DomainAttempt, OutgoingMessage, RecipientOutcome, SevenBitForm, Transport, TransportFactory } from './transport.js';
 
 /**
  * What signs a message on its way out (dkim/signer.ts in production). Delivery knows it only through this
@@ -41,8 +41,8 @@ export class SigningTransport implements Transport {
     return locateDestination(this.inner, domain);
   }
 
-  hasIdleConnection(destination: Destination): boolean {
-    return this.inner.hasIdleConnection?.(destination) ?? false;
+  hasIdleConnection(destination: Destination, source?: LocalSource | null): boolean {
+    return this.inner.hasIdleConnection?.(destination, source) ?? false;
   }
 
   async deliver(domain: string, recipients: string[], message: OutgoingMessage, options?: DeliveryOptions): Promise<DomainAttempt> {

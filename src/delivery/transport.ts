@@ -18,8 +18,8 @@ export interface Transport {
   locate?(domain: string): Promise<Destination | DestinationFailure>;
   /** Never rejects: every failure is an outcome for the recipients it concerns. */
   deliver(domain: string, recipients: string[], message: OutgoingMessage, options?: DeliveryOptions): Promise<DomainAttempt>;
-  /** A connection to `destination` is idle in the pool: the next transaction opens none (max_connection_rate). */
-  hasIdleConnection?(destination: Destination): boolean;
+  /** A connection to `destination` from `source` is idle in the pool: the next transaction opens none (max_connection_rate). */
+  hasIdleConnection?(destination: Destination, source?: LocalSource | null): boolean;
   /** Drops idle connections; deliveries still running finish on their own. */
   close(): void;
 }
@@ -46,6 +46,14 @@ export interface DestinationFailure {
 export interface DeliveryOptions {
   /** After this many transactions a connection is closed (QUIT), not pooled again. */
   maxDeliveriesPerConnection?: number;
+  /** The pool address to send from; absent or null: the machine's own, EHLO --hostname. */
+  source?: LocalSource | null;
+}
+
+/** A local address mail leaves from (a pool's), and the EHLO name it says ([sources."IP"] ehlo; null: --hostname). */
+export interface LocalSource {
+  address: string;
+  ehlo: string | null;
 }
 
 /** What the runner lets a transport report besides outcomes (metrics). */

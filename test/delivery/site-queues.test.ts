@@ -9,7 +9,7 @@ import { ManualClock } from '../helpers/delivery-fixture.js';
 import { LogCapture } from '../helpers/log-capture.js';
 
 function route(site: string, shaping: ShapingSettings, extra: Partial<Route> = {}): Route {
-  return { site, mxHosts: site.split(','), firstAddress: null, domain: site, provider: null, shaping, source: 'default', ...extra };
+  return { site, mxHosts: site.split(','), firstAddress: null, domain: site, provider: null, shaping, source: 'default', local: null, ...extra };
 }
 
 function setup(concurrency = 10) {

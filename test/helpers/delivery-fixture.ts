@@ -20,12 +20,12 @@ function crlf(message: string): Buffer {
   return Buffer.from(message.replace(/\r?\n/g, '\r\n'));
 }
 
-function newEnvelope(sender: string, recipients: string[], now: number, smtpUtf8: boolean) {
+function newEnvelope(sender: string, recipients: string[], now: number, smtpUtf8: boolean, user: string | null = 'test') {
   return {
     version: 1 as const,
     sender,
     recipients: recipients.map(newRecipient),
-    user: 'test',
+    user,
     client: { address: '127.0.0.1', hostname: null, helo: 'test.example', tls: null },
     arrivedAt: now,
     smtpUtf8,
@@ -55,7 +55,7 @@ export interface DeliveryFixture {
   /** The MX transport towards this fixture's DNS and MXes, on the fixture's clock. */
   transport: TransportFactory;
   /** Puts a message into the spool the way mta-server does; returns its queue id. */
-  enqueue(sender: string, recipients: string[], message: string, options?: { smtpUtf8?: boolean }): Promise<string>;
+  enqueue(sender: string, recipients: string[], message: string, options?: { smtpUtf8?: boolean; user?: string | null }): Promise<string>;
   /** Puts several messages into one batch file in incoming/ (what a group commit of concurrent sessions makes); returns their ids. */
   enqueueBatch(messages: { sender: string; recipients: string[]; message: string }[]): Promise<string[]>;
   /** What mta-queue's composition root passes a QueueRunner, towards this fixture, with a lease of its own. */
@@ -101,7 +101,7 @@ export async function startDeliveryFixture(behaviours: MxBehaviour[], zone: (hos
       const id = newQueueId(clock.now());
       const draft = writer.create(id);
       await draft.append([crlf(message)]);
-      await draft.commit(newEnvelope(sender, recipients, clock.now(), options.smtpUtf8 ?? false));
+      await draft.commit(newEnvelope(sender, recipients, clock.now(), options.smtpUtf8 ?? false, options.user));
       return id;
     },
     async enqueueBatch(messages) {

@@ -65,6 +65,8 @@ export interface ReceivedMail {
   raw: Buffer;
   tls: { version: string; cipher: string } | null;
   ehloName: string;
+  /** The client's address: the source the relay bound. */
+  peer: string;
   smtpUtf8: boolean;
   /** MAIL FROM parameters as smtp-server parsed them (BODY, SIZE, SMTPUTF8, RET, ENVID, …), names upper-case. */
   mailParams: Record<string, string | boolean>;
@@ -174,6 +176,7 @@ function receivedMail(session: SMTPServerSession, raw: Buffer): ReceivedMail {
     raw,
     tls: tlsOptions ? { version: tlsOptions.version, cipher: tlsOptions.name } : null,
     ehloName: session.hostNameAppearsAs,
+    peer: session.remoteAddress.replace(/^::ffff:/, ''),
     smtpUtf8: envelope.smtpUtf8 === true,
     mailParams: envelope.mailFrom ? { ...(envelope.mailFrom.args || {}) } : {},
     rcptParams: Object.fromEntries(envelope.rcptTo.map((rcpt) => [rcpt.address, { ...(rcpt.args || {}) }])),
