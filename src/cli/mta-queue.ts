@@ -12,6 +12,7 @@ import { addDkimCommands } from './dkim-cli.js';
 import { startDkimSigning } from './dkim-signing.js';
 import { newLeaseToken, procProcessTable } from './process-table.js';
 import { loadDaemonPolicy } from './daemon-policy.js';
+import { localAddressCheck } from './local-addresses.js';
 import { addPolicyCommands } from './policy-cli.js';
 import { addQueueAdminCommands } from './queue-admin-cli.js';
 import { prepareWebUi } from './web-ui.js';
@@ -63,7 +64,7 @@ const program = new Command('mta-queue')
     if (!config.hostname.includes('.')) logger.warn({ event: 'hostname-not-fqdn', hostname: config.hostname }, `--hostname ${config.hostname} is not a fully qualified domain name`);
     await logRelayHostWarnings(config.relayHost, logger);
     // --max-connections-per-destination is [shaping.default] connection_limit, unless the file says otherwise.
-    const policy = await loadDaemonPolicy(config.policyFile, { connection_limit: config.maxConnectionsPerDestination }, logger);
+    const policy = await loadDaemonPolicy(config.policyFile, { connection_limit: config.maxConnectionsPerDestination }, logger, localAddressCheck);
     const resolver = new Resolver({ timeout: 5000, tries: 2 });
     if (config.dnsServers) resolver.setServers(config.dnsServers);
     // The web UI's chart reads the delivery counters, so they are kept when it runs even without --metrics.

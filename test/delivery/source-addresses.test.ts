@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { readdir, unlink } from 'node:fs/promises';
+import { readdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parsePolicy, type Policy } from '../../src/config/policy.js';
 import { QueueRunner } from '../../src/delivery/queue-runner.js';
 import { BackoffStore } from '../../src/spool/backoff-store.js';
+import { runMtaQueue } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 
 /**
@@ -78,5 +79,20 @@ describe('source addresses', () => {
     assert.deepEqual(await sent(3), ['127.0.1.2 b.out.test', '127.0.1.2 b.out.test', '127.0.1.2 b.out.test']);
     assert.deepEqual(await f.files('deferred'), []);
     await purge();
+  });
+
+  test('a pool address not on this machine is skipped and logged; a pool with no local address is exit 2, one line', async () => {
+    const file = path.join(f.layout.root, '..', 'nodes.toml');
+    // 192.0.2.0/24 is TEST-NET-1: no machine has it.
+    await writeFile(file, '[pools.bulk]\nsources = ["127.0.1.1", "192.0.2.10"]\n[users.alice]\npool = "bulk"\n');
+    const started = await runMtaQueue(['--once', '--spool', f.layout.root, '--policy', file]);
+    assert.equal(started.code, 0, started.stderr);
+    const logged = started.stdout.split('\n').filter((line) => line.includes('pool-address-not-local')).map((line) => JSON.parse(line));
+    assert.deepEqual(logged.map(({ pool, address }) => ({ pool, address })), [{ pool: 'bulk', address: '192.0.2.10' }]);
+
+    await writeFile(file, '[pools.bulk]\nsources = ["192.0.2.10", "192.0.2.11"]\n');
+    const refused = await runMtaQueue(['--once', '--spool', f.layout.root, '--policy', file]);
+    assert.equal(refused.code, 2);
+    assert.deepEqual(refused.errors, ['mta-queue: --policy: no address of pool "bulk" is local on this machine (192.0.2.10, 192.0.2.11)']);
   });
 });
