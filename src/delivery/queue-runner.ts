@@ -21,6 +21,8 @@ import { sitesReport } from './site-report.js';
 import type { SitesReport } from '../shared/site-status.js';
 import { DueIndex } from './due-index.js';
 import { Backoffs } from './backoffs.js';
+import { WarmupCaps } from './warmup-caps.js';
+import { WarmupStore } from '../spool/warmup-store.js';
 import { BackoffStore } from '../spool/backoff-store.js';
 import { Router } from './router.js';
 import { SiteQueues } from './site-queues.js';
@@ -111,6 +113,7 @@ export class QueueRunner {
   /** How many of `ready` sit in deferred/ (promoted when due): the rest are in incoming/. */
   private readyDeferred = 0;
   private readonly backoffs: Backoffs;
+  private readonly warmup: WarmupCaps;
   private pumpScheduled = false;
 
   constructor(
@@ -126,12 +129,13 @@ export class QueueRunner {
     const policy = deps.policy ?? ((fallback) => () => fallback)(builtInPolicy({ connection_limit: config.maxConnectionsPerDestination }));
     // In the spool: they survive a restart, and other processes and `mta-queue policy resume` see them.
     this.backoffs = new Backoffs(new BackoffStore(layout), deps.logger);
+    this.warmup = new WarmupCaps(new WarmupStore(layout), policy, deps.logger);
     this.context = {
       store: this.store,
       writer: new MessageWriter(layout),
       transport,
-      router: new Router({ transport, policy, relayHost: config.relayHost !== null, backoffs: this.backoffs, clock: this.clock }),
-      sites: new SiteQueues({ concurrency: config.concurrency, throttles: new LocalThrottles(), backoffs: this.backoffs, clock: this.clock, onWaiting: () => this.pumpSoon() }),
+      router: new Router({ transport, policy, relayHost: config.relayHost !== null, backoffs: this.backoffs, warmup: this.warmup, clock: this.clock }),
+      sites: new SiteQueues({ concurrency: config.concurrency, throttles: new LocalThrottles(), backoffs: this.backoffs, warmup: this.warmup, clock: this.clock, onWaiting: () => this.pumpSoon() }),
       backoffs: this.backoffs,
       policy,
       hostname: config.hostname,
@@ -160,6 +164,7 @@ export class QueueRunner {
     await this.store.takeLease();
     await this.recoverClaims(true);
     await this.backoffs.load(this.clock.now());
+    await this.warmup.load(this.clock.now());
     await this.rescanDeferred();
     await this.scanIncoming();
     this.deps.logger.info(
@@ -200,6 +205,7 @@ export class QueueRunner {
       await pruneTombstones(this.store.layout);
       // `mta-queue policy resume`, or another process's back-off.
       await this.backoffs.refresh(this.clock.now());
+      await this.warmup.refresh(this.clock.now());
     } catch (error) {
       log.error({ event: 'scan-failed', err: error }, 'could not keep active/ in order; tried again at the next poll');
     }
@@ -237,6 +243,7 @@ export class QueueRunner {
     await Promise.race([Promise.all(pending), timedOut]);
     clearTimeout(timer);
     const released = await this.releaseClaims();
+    await this.warmup.flush();
     await this.store.removeSettledBatches();
     for (const claimed of this.unread) this.store.forget(claimed);
     // What no claim accounts for any more (a file whose reading failed, waiting to be tried again) goes back too.

@@ -1,8 +1,9 @@
 import { effectiveShaping, providerForMxHosts } from '../config/effective-shaping.js';
-import type { Policy, ShapingSettings } from '../config/policy.js';
+import type { Policy, ProviderPolicy, ShapingSettings } from '../config/policy.js';
 import { domainOf } from '../shared/addresses.js';
 import type { Clock } from '../shared/clock.js';
 import type { Backoffs } from './backoffs.js';
+import type { WarmupCaps } from './warmup-caps.js';
 import { chooseSource, poolFor } from './source-choice.js';
 import type { Destination, DestinationFailure, LocalSource, Transport } from './transport.js';
 
@@ -36,6 +37,8 @@ export interface RouterOptions {
   relayHost: boolean;
   /** A pool address backed off for a site is skipped for the next one of its pool. */
   backoffs: Backoffs;
+  /** So is one at its warm-up cap for the site's provider. */
+  warmup: WarmupCaps;
   clock: Clock;
 }
 
@@ -51,7 +54,7 @@ export class Router {
   constructor(private readonly options: RouterOptions) {}
 
   /** The last routes per domain (one per source), reused while the destination and the policy are the same objects. */
-  private readonly routes = new Map<string, { destination: Destination; policy: Policy; bySource: Map<string, Route> }>();
+  private readonly routes = new Map<string, { destination: Destination; policy: Policy; provider: ProviderPolicy | null; bySource: Map<string, Route> }>();
   /** Where each pool's round robin goes on. */
   private readonly turns = new Map<string, number>();
 
@@ -62,14 +65,15 @@ export class Router {
     let known = this.routes.get(domain);
     if (!known || known.destination !== destination || known.policy !== policy) {
       if (this.routes.size >= MAX_ROUTES) this.routes.clear();
-      this.routes.set(domain, (known = { destination, policy, bySource: new Map() }));
+      // The relay host is a route of its own: no provider, and no recipient domain's shaping (shared/design/cli.md).
+      const provider = this.options.relayHost ? null : providerForMxHosts(policy, destination.mxHosts);
+      this.routes.set(domain, (known = { destination, policy, provider, bySource: new Map() }));
     }
-    const source = this.sourceFor(policy, sender, destination.site);
+    const { provider } = known;
+    const source = this.sourceFor(policy, sender, { site: destination.site, provider: provider?.name ?? null });
     let route = known.bySource.get(source);
     if (!route) {
-      // The relay host is a route of its own: no provider, and no recipient domain's shaping (shared/design/cli.md).
       const relayHost = this.options.relayHost;
-      const provider = relayHost ? null : providerForMxHosts(policy, destination.mxHosts);
       const local = source === DEFAULT_SOURCE ? null : { address: source, ehlo: policy.sources.get(source)?.ehlo ?? null };
       route = { ...destination, domain, provider: provider?.name ?? null, shaping: effectiveShaping(policy, provider, relayHost ? null : domain), source, local };
       known.bySource.set(source, route);
@@ -77,12 +81,16 @@ export class Router {
     return route;
   }
 
-  private sourceFor(policy: Policy, sender: RouteSender, site: string): string {
+  private sourceFor(policy: Policy, sender: RouteSender, site: Pick<Route, 'site' | 'provider'>): string {
     const pool = poolFor(policy, sender.user, sender.address.includes('@') ? domainOf(sender.address) : null);
     const addresses = pool === null ? undefined : policy.pools.get(pool);
     if (pool === null || !addresses?.length) return DEFAULT_SOURCE;
     const now = this.options.clock.now();
-    const chosen = chooseSource(addresses, this.turns.get(pool) ?? 0, (address) => this.options.backoffs.find(site, address, now)?.until ?? null);
+    const blockedUntil = (address: string) => {
+      const ends = [this.options.backoffs.find(site.site, address, now)?.until, this.options.warmup.cappedUntil(address, site, now)].filter((until) => until != null);
+      return ends.length === 0 ? null : Math.max(...ends);
+    };
+    const chosen = chooseSource(addresses, this.turns.get(pool) ?? 0, blockedUntil);
     this.turns.set(pool, chosen.next % addresses.length);
     return chosen.address;
   }

@@ -4,6 +4,7 @@ import { Fifo } from '../shared/fifo.js';
 import { shapingUnder, type Backoffs } from './backoffs.js';
 import type { Route } from './router.js';
 import type { Throttles } from './throttle.js';
+import type { WarmupCaps } from './warmup-caps.js';
 
 /**
  * One ready queue per (site, source) (shared/design/dispatch.md; KumoMTA's ready queues, Postfix's per-destination
@@ -40,6 +41,8 @@ export interface SiteQueueOptions {
   concurrency: number;
   throttles: Throttles;
   backoffs: Backoffs;
+  /** Today's warm-up cap of a pool address for the site's provider; absent: none (tests of other limits). */
+  warmup?: WarmupCaps;
   clock: Clock;
   /** A transaction began to wait (it holds no slot now): the runner may claim more. */
   onWaiting?(): void;
@@ -212,6 +215,14 @@ export class SiteQueues {
     keys.push('shared');
 
     let recipients = request.recipients;
+    const allowance = route.local ? (this.options.warmup?.allowance(route.source, route, now) ?? null) : null;
+    if (allowance) {
+      if (allowance.left === 0) {
+        const reason = `held back: warm-up cap of ${route.source} for ${allowance.provider} (${allowance.cap}/day, day ${allowance.day}) until ${iso(allowance.endsAt)}`;
+        return { kind: 'held', until: allowance.endsAt, reason, cause: 'warm-up' };
+      }
+      recipients = Math.min(recipients, allowance.left);
+    }
     const messageRate = shaping.max_message_rate;
     const messageKey = names.messages;
     if (messageRate) {
@@ -227,6 +238,7 @@ export class SiteQueues {
       if (!answer.ok) return this.waitFor(siteKey, route.site, answer.retryAfterMs, now, connectionRate.periodMs / connectionRate.count, `its max_connection_rate ${connectionRate.text}`);
     }
     if (messageRate) this.options.throttles.take(messageKey, messageRate, recipients, now);
+    if (allowance) this.options.warmup!.count(route.source, allowance, recipients);
     for (const key of keys) this.inUse.set(key, this.used(key) + 1);
     this.activeRoutes.set(siteKey, route);
     let released = false;

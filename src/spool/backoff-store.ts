@@ -145,7 +145,7 @@ export class BackoffStore {
 }
 
 /** A rename makes a new inode appear under the name; mtime and size catch a file rewritten in place by hand. */
-function signature(stats: { ino: number; mtimeMs: number; size: number }): string {
+export function signature(stats: { ino: number; mtimeMs: number; size: number }): string {
   return `${stats.ino}:${stats.mtimeMs}:${stats.size}`;
 }
 

@@ -171,6 +171,7 @@ export function describeItem(item: SpoolItem): QueueEntry {
 function describe(envelope: Envelope, state: QueueState): QueueEntry {
   const pending = envelope.recipients.filter((recipient) => !FINAL_STATES.has(recipient.state));
   const last = pending.map((recipient) => recipient.lastReply).find((reply) => reply !== null) ?? null;
+  const held = pending.find((recipient) => recipient.heldBack)?.heldBack;
   return {
     id: envelope.id,
     state,
@@ -180,6 +181,7 @@ function describe(envelope: Envelope, state: QueueState): QueueEntry {
     arrivedAt: envelope.arrivedAt,
     // Only a deferred entry waits: an incoming one is due now, whatever its envelope still says (a flush keeps it).
     nextAttemptAt: state === 'deferred' ? envelope.nextAttemptAt : null,
-    lastError: last ? formatReply(last) : null,
+    // Held back (a back-off, a rate, a warm-up cap), the wait is what an operator asks about, not an old reply.
+    lastError: held ? held.reason : last ? formatReply(last) : null,
   };
 }
