@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { parsePolicy, type Policy } from '../../src/config/policy.js';
 import { QueueRunner } from '../../src/delivery/queue-runner.js';
 import { BackoffStore } from '../../src/spool/backoff-store.js';
-import { runMtaQueue } from '../helpers/daemon-process.js';
+import { DaemonProcess, runMtaQueue } from '../helpers/daemon-process.js';
 import { startDeliveryFixture, type DeliveryFixture } from '../helpers/delivery-fixture.js';
 
 /**
@@ -94,5 +94,25 @@ describe('source addresses', () => {
     const refused = await runMtaQueue(['--once', '--spool', f.layout.root, '--policy', file]);
     assert.equal(refused.code, 2);
     assert.deepEqual(refused.errors, ['mta-queue: --policy: no address of pool "bulk" is local on this machine (192.0.2.10, 192.0.2.11)']);
+  });
+
+  test('on SIGHUP the check is made again: a new non-local address is logged, a pool with none local keeps the policy in force', async () => {
+    const file = path.join(f.layout.root, '..', 'reload.toml');
+    await writeFile(file, '[pools.bulk]\nsources = ["127.0.1.1"]\n');
+    const queue = DaemonProcess.start('mta-queue', ['--spool', f.layout.root, '--policy', file, '--poll-interval', '1s']);
+    try {
+      await queue.waitForEvent('started');
+      assert.equal(queue.logs.filter((line) => line.event === 'pool-address-not-local').length, 0);
+      await writeFile(file, '[pools.bulk]\nsources = ["127.0.1.1", "192.0.2.20"]\n');
+      queue.signal('SIGHUP');
+      assert.equal((await queue.waitForEvent('pool-address-not-local')).address, '192.0.2.20');
+      await writeFile(file, '[pools.bulk]\nsources = ["192.0.2.21"]\n');
+      queue.signal('SIGHUP');
+      assert.match(String((await queue.waitForEvent('policy-invalid')).msg), /no address of pool "bulk" is local on this machine \(192\.0\.2\.21\)/);
+      queue.signal('SIGTERM');
+      assert.equal((await queue.exit()).code, 0);
+    } finally {
+      if (queue.child.exitCode === null) queue.child.kill('SIGKILL');
+    }
   });
 });
