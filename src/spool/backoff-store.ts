@@ -1,10 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { RelayError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { BACKOFF_RECORD_BYTES, normalizeBackoffRecord, parseBackoffFile, serializeBackoffFile, type BackoffRecord } from './backoff-record.js';
-import { DirectorySync, replaceFileDurably } from './durable.js';
 import type { SpoolLayout } from './layout.js';
+import { StateFile } from './state-file.js';
 
 export type { BackoffRecord } from './backoff-record.js';
 
@@ -41,112 +39,54 @@ export class BackoffLimitError extends RelayError {
 const inForce = (now: number) => (record: BackoffRecord) => record.until > now;
 
 export class BackoffStore {
-  readonly file: string;
-  private readonly directory: DirectorySync;
-  /** What the file was (inode, mtime, size) when this store last read or wrote it; undefined before. */
-  private seen: string | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly state: StateFile;
 
-  constructor(private readonly layout: SpoolLayout) {
-    this.file = path.join(layout.dir('state'), BACKOFF_FILE);
-    this.directory = new DirectorySync(layout.fs, layout.dir('state'));
+  constructor(layout: SpoolLayout) {
+    this.state = new StateFile(layout, BACKOFF_FILE, MAX_FILE_BYTES);
+  }
+
+  get file(): string {
+    return this.state.file;
   }
 
   /** The records in force at `now`; none without a file. Throws BackoffFileCorruptError (see there). */
   read(now: number): Promise<BackoffRecord[]> {
-    return this.exclusive(async () => (await this.load(now)).filter(inForce(now)));
+    return this.state.exclusive(async () => (await this.load(now)).filter(inForce(now)));
   }
 
   /** Adds or replaces the record of (record.site, record.source), keeping what other writers put meanwhile. */
   async put(record: BackoffRecord, now: number): Promise<void> {
     const kept = normalizeBackoffRecord(record);
-    await this.exclusive(async () => {
+    await this.state.exclusive(async () => {
       const others = (await this.load(now)).filter((old) => inForce(now)(old) && !(old.site === kept.site && old.source === kept.source));
       if (others.length >= MAX_BACKOFFS) throw new BackoffLimitError(`${MAX_BACKOFFS} back-offs in force already: not kept for ${kept.site.slice(0, 200)} (${kept.source})`);
-      await this.save([...others, kept].filter(inForce(now)));
+      await this.state.write(serializeBackoffFile([...others, kept].filter(inForce(now))));
     });
   }
 
   /** Removes the records of `site` (only `source`'s when given); returns them. Writes nothing when there are none. */
   remove(site: string, source: string | undefined, now: number): Promise<BackoffRecord[]> {
-    return this.exclusive(async () => {
+    return this.state.exclusive(async () => {
       const all = (await this.load(now)).filter(inForce(now));
       const lifted = all.filter((record) => record.site === site && (source === undefined || record.source === source));
-      if (lifted.length > 0) await this.save(all.filter((record) => !lifted.includes(record)));
+      if (lifted.length > 0) await this.state.write(serializeBackoffFile(all.filter((record) => !lifted.includes(record))));
       return lifted;
     });
   }
 
-  /** Has the file changed since this store last read or wrote it? One open, fstat and close: fit for every poll. */
-  async changed(): Promise<boolean> {
-    const handle = await this.open();
-    if (!handle) return this.seen !== 'absent';
-    try {
-      return signature(await handle.stat()) !== this.seen;
-    } finally {
-      await handle.close();
-    }
+  /** Has the file changed since this store last read or wrote it? */
+  changed(): Promise<boolean> {
+    return this.state.changed();
   }
 
-  private exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(work, work);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  /** Every record on disk, ended ones included. What is read and its signature come from the same descriptor. */
+  /** Every record on disk, ended ones included. */
   private async load(now: number): Promise<BackoffRecord[]> {
-    const handle = await this.open();
-    if (!handle) {
-      this.seen = 'absent';
-      return [];
-    }
-    let parsed: ReturnType<typeof parseBackoffFile>;
-    try {
-      const stats = await handle.stat();
-      parsed = stats.size > MAX_FILE_BYTES ? { problem: `${stats.size} bytes, over ${MAX_FILE_BYTES}` } : parseBackoffFile((await handle.readFile()).toString('utf8'));
-      this.seen = signature(stats);
-    } finally {
-      await handle.close();
-    }
+    const read = await this.state.read();
+    if (read === null) return [];
+    const parsed = 'text' in read ? parseBackoffFile(read.text) : read;
     if ('records' in parsed) return parsed.records;
-    const movedTo = path.join(this.layout.dir('corrupt'), `backoffs-${now.toString(36)}-${randomBytes(3).toString('hex')}.json`);
-    await this.layout.fs.rename(this.file, movedTo);
-    this.seen = undefined;
-    throw new BackoffFileCorruptError(movedTo, parsed.problem);
+    throw new BackoffFileCorruptError(await this.state.setAside(now), parsed.problem);
   }
-
-  private async save(records: BackoffRecord[]): Promise<void> {
-    const fs = this.layout.fs;
-    // Spools made before state/ existed get it here; ensureSpool makes it for new ones.
-    await fs.mkdir(this.layout.dir('state'));
-    // A name of our own: two processes writing at once must not remove or rename each other's temp file.
-    const tmp = path.join(this.layout.dir('tmp'), `backoffs-${randomBytes(8).toString('hex')}.json`);
-    let written: string | undefined;
-    await replaceFileDurably(fs, tmp, this.file, serializeBackoffFile(records), this.directory, async () => {
-      const handle = await fs.open(tmp, 'r');
-      try {
-        written = signature(await handle.stat());
-      } finally {
-        await handle.close();
-      }
-    });
-    this.seen = written;
-  }
-
-  private async open() {
-    try {
-      return await this.layout.fs.open(this.file, 'r');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
-    }
-  }
-}
-
-/** A rename makes a new inode appear under the name; mtime and size catch a file rewritten in place by hand. */
-export function signature(stats: { ino: number; mtimeMs: number; size: number }): string {
-  return `${stats.ino}:${stats.mtimeMs}:${stats.size}`;
 }
 
 /**

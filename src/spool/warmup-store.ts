@@ -1,8 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
-import { signature } from './backoff-store.js';
-import { DirectorySync, replaceFileDurably } from './durable.js';
 import type { SpoolLayout } from './layout.js';
+import { StateFile } from './state-file.js';
 
 /**
  * Warm-up counters (docs/spool.md, "Warm-up counters"): `state/warmup.json`, recipients granted today per
@@ -24,78 +21,42 @@ export interface WarmupCounts {
 }
 
 export class WarmupStore {
-  readonly file: string;
-  private readonly directory: DirectorySync;
-  private seen: string | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly state: StateFile;
 
-  constructor(private readonly layout: SpoolLayout) {
-    this.file = path.join(layout.dir('state'), WARMUP_FILE);
-    this.directory = new DirectorySync(layout.fs, layout.dir('state'));
+  constructor(layout: SpoolLayout) {
+    this.state = new StateFile(layout, WARMUP_FILE, MAX_FILE_BYTES);
+  }
+
+  get file(): string {
+    return this.state.file;
   }
 
   /** The counters of `day`; none without a file, for another day, or for one that does not parse (it is replaced at the next add). */
   read(day: string): Promise<Map<string, number>> {
-    return this.exclusive(() => this.load(day));
+    return this.state.exclusive(() => this.load(day));
   }
 
   /** Adds `deltas` to the file's counters of `day` and returns the sum, what every process on the spool counted. */
   add(day: string, deltas: ReadonlyMap<string, number>): Promise<Map<string, number>> {
-    return this.exclusive(async () => {
+    return this.state.exclusive(async () => {
       const counts = await this.load(day);
       for (const [key, delta] of deltas) {
         if (key.length > MAX_KEY_CHARS || (!counts.has(key) && counts.size >= MAX_WARMUP_COUNTERS)) continue;
         counts.set(key, (counts.get(key) ?? 0) + delta);
       }
-      await this.layout.fs.mkdir(this.layout.dir('state'));
-      const tmp = path.join(this.layout.dir('tmp'), `warmup-${randomBytes(8).toString('hex')}.json`);
-      const text = `${JSON.stringify({ version: 1, day, counts: Object.fromEntries(counts) })}\n`;
-      await replaceFileDurably(this.layout.fs, tmp, this.file, text, this.directory);
-      this.seen = undefined;
+      await this.state.write(`${JSON.stringify({ version: 1, day, counts: Object.fromEntries(counts) })}\n`);
       return counts;
     });
   }
 
-  /** Has the file changed since this store last read it? */
-  async changed(): Promise<boolean> {
-    const handle = await this.open();
-    if (!handle) return this.seen !== 'absent';
-    try {
-      return signature(await handle.stat()) !== this.seen;
-    } finally {
-      await handle.close();
-    }
-  }
-
-  private exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(work, work);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private async open() {
-    try {
-      return await this.layout.fs.open(this.file, 'r');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
-    }
+  /** Has the file changed since this store last read or wrote it? */
+  changed(): Promise<boolean> {
+    return this.state.changed();
   }
 
   private async load(day: string): Promise<Map<string, number>> {
-    const handle = await this.open();
-    if (!handle) {
-      this.seen = 'absent';
-      return new Map();
-    }
-    try {
-      const stats = await handle.stat();
-      this.seen = signature(stats);
-      if (stats.size > MAX_FILE_BYTES) return new Map();
-      return parseCounts((await handle.readFile()).toString('utf8'), day);
-    } finally {
-      await handle.close();
-    }
+    const read = await this.state.read();
+    return read !== null && 'text' in read ? parseCounts(read.text, day) : new Map();
   }
 }
 
