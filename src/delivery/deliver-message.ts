@@ -119,13 +119,26 @@ export async function deliverClaimedMessage(claim: Claim, envelope: Envelope, co
 async function attemptDomain(envelope: Envelope, domain: string, recipients: RecipientRecord[], body: () => Promise<OutgoingMessage>, context: DeliveryContext): Promise<AttemptRecord[]> {
   const started = context.clock.now();
   const queueId = envelope.id;
-  const routed = await context.router.route(domain, { user: envelope.user, address: envelope.sender });
+  const sender = { user: envelope.user, address: envelope.sender };
+  const routed = await context.router.route(domain, sender);
   if ('failure' in routed) return [{ domain, route: null, recipients, result: { ...everyRecipient(recipients, routed.failure), mx: routed.mx }, ms: context.clock.now() - started }];
-  const route = routed;
+  let route = routed;
   const records: AttemptRecord[] = [];
+  const triedSources = new Set<string>();
   for (let rest = recipients; rest.length > 0; ) {
-    const answer = context.sites.admit({ route, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(route, route.local) ?? false });
+    const current = route;
+    const answer = context.sites.admit({ route: current, recipients: rest.length, hasIdleConnection: () => context.transport.hasIdleConnection?.(current, current.local) ?? false });
     const admission = answer instanceof Promise ? await answer : answer;
+    if (admission.kind === 'held' && route.local !== null && (admission.cause === 'warm-up' || admission.cause === 'suspend')) {
+      // Its source reached its cap or was suspended while the transaction waited: the next address of the pool,
+      // if the router now picks another one (it skips those capped or backed off), before holding anything back.
+      triedSources.add(route.source);
+      const again = await context.router.route(domain, sender);
+      if (!('failure' in again) && !triedSources.has(again.source)) {
+        route = again;
+        continue;
+      }
+    }
     if (admission.kind === 'held') {
       records.push({ domain, route, recipients: rest, result: null, held: { until: admission.until, reason: admission.reason, site: route.site, source: route.source, cause: admission.cause }, ms: context.clock.now() - started });
       break;
