@@ -26,11 +26,6 @@ export interface QueueConfig extends ObservabilityConfig {
   connectTimeout: number;
   /** A message whose delivery failed for a reason of ours (not the remote's: the disk, a bug) waits this long. */
   localErrorBackoff: number;
-  /**
-   * How often deferred/ is looked at for entries other processes (another mta-queue, an admin command) put there:
-   * a stat each time, and a new listing only when the directory changed since the last one.
-   */
-  deferredRescanInterval: number;
   /** `--dkim-dir`: the DKIM keys and their states (dkim/key-store.ts); missing means no keys, mail goes unsigned. */
   dkimDir: string;
   /** `--dkim-default-domain`: whose key signs when neither the From: domain nor a parent of it has one; null: none. */
@@ -114,7 +109,6 @@ export function resolveQueueConfig(flags: Partial<QueueFlags>, defaultHostname: 
     pollInterval: parseDuration(value('pollInterval'), '--poll-interval'),
     connectTimeout: parseDuration(value('connectTimeout'), '--connect-timeout'),
     localErrorBackoff: 60_000,
-    deferredRescanInterval: 60_000,
     dkimDir: value('dkimDir'),
     dkimDefaultDomain: parseDefaultDomain(value('dkimDefaultDomain')),
     relayHost: resolveRelayHost({ host: value('relayHost'), authFile: value('relayAuthFile'), tls: value('relayTls'), ca: value('relayCa'), nodeExtraCaCerts }),

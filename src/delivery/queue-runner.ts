@@ -20,6 +20,7 @@ import type { ShapingState } from './shaping-metrics.js';
 import { sitesReport } from './site-report.js';
 import type { SitesReport } from '../shared/site-status.js';
 import { DueIndex } from './due-index.js';
+import { DeferredWatch } from './deferred-watch.js';
 import { Backoffs } from './backoffs.js';
 import { WarmupCaps } from './warmup-caps.js';
 import { WarmupStore } from '../spool/warmup-store.js';
@@ -47,12 +48,6 @@ export interface QueueDeps {
   policy?: () => Policy;
 }
 
-/**
- * deferred/ is listed again, whatever its mtime says, at least this often: a file system whose mtime misses a
- * change (some network file systems) then costs a delay, not a message. At 1,000,000 names a listing costs 1.3-1.6 s
- * of CPU, which the mtime check saves every other time when nothing else writes the spool (a suspended site's mail).
- */
-const FULL_DEFERRED_RESCAN_MS = 30 * 60_000;
 /**
  * Every claim renames out of incoming/ and fires a watch event: during a big drain, rescanning on each would
  * re-read a directory of thousands of names hundreds of times a second. Events within this window share a scan.
@@ -98,11 +93,11 @@ export class QueueRunner {
   private stranded = 0;
   private readonly timers: NodeJS.Timeout[] = [];
   private watcher: FSWatcher | undefined;
+  /** What other mta-queue processes on the spool defer (ours go into the index directly). */
+  private deferredWatch: DeferredWatch | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
   private scanTimer: NodeJS.Timeout | undefined;
   private deferredDuringRescan: DeferredEntry[] | undefined;
-  /** deferred/'s mtime at its last listing, and when that was. */
-  private deferredListed: { modified: number; at: number } | undefined;
   private scanning: Promise<void> | undefined;
   private scanAgain: Promise<void> | undefined;
   private stopping = false;
@@ -165,6 +160,8 @@ export class QueueRunner {
     await this.recoverClaims(true);
     await this.backoffs.load(this.clock.now());
     await this.warmup.load(this.clock.now());
+    // Watched before the first read, so nothing deferred meanwhile falls between the two.
+    if (options.watch) this.watchDeferred();
     await this.rescanDeferred();
     await this.scanIncoming();
     this.deps.logger.info(
@@ -177,7 +174,20 @@ export class QueueRunner {
     // The poll also recovers claims of processes that died meanwhile (another mta-queue, or an admin command
     // splitting a batch), so they do not wait for the next start.
     this.timers.push(setInterval(() => void this.upkeep().then(() => this.scanIncoming()), this.config.pollInterval));
-    this.timers.push(setInterval(() => void this.rescanDeferredIfChanged(), this.config.deferredRescanInterval));
+  }
+
+  private watchDeferred(): void {
+    this.deferredWatch = new DeferredWatch({
+      layout: this.store.layout,
+      logger: this.deps.logger,
+      busy: (id) => this.known.has(id),
+      found: (entry) => {
+        this.addDeferred(entry.id, entry.due);
+        this.scheduleWake();
+      },
+      rescan: () => this.rescanDeferred(),
+    });
+    this.deferredWatch.start();
   }
 
   private async recoverClaims(atStart: boolean): Promise<void> {
@@ -229,6 +239,7 @@ export class QueueRunner {
   async close(): Promise<void> {
     this.stopping = true;
     this.watcher?.close();
+    this.deferredWatch?.close();
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.wakeTimer);
     clearTimeout(this.scanTimer);
@@ -348,28 +359,14 @@ export class QueueRunner {
     this.deferredDuringRescan?.push(entry);
   }
 
-  /** Lists deferred/ again only when its mtime moved since the last listing (or that was long ago). */
-  private async rescanDeferredIfChanged(): Promise<void> {
-    const modified = await this.deferredModifiedAt();
-    if (modified !== undefined && modified === this.deferredListed?.modified && this.clock.now() - this.deferredListed.at < FULL_DEFERRED_RESCAN_MS) return;
-    await this.rescanDeferred();
-  }
-
-  private deferredModifiedAt(): Promise<number | undefined> {
-    return this.store.layout.fs.modifiedAt(this.store.layout.dir('deferred')).catch(() => undefined);
-  }
-
   private async rescanDeferred(): Promise<void> {
     try {
-      // Taken before the listing: an entry renamed in while it runs moves the mtime past this, so the next look lists again.
-      const modified = await this.deferredModifiedAt();
       // Entries deferred while the directory was being read may be missing from the listing: keep them.
       this.deferredDuringRescan = [];
       const listed = await this.store.listDeferred();
       const meanwhile = this.deferredDuringRescan;
       this.deferredDuringRescan = undefined;
       this.due.replaceAll([...listed, ...meanwhile].filter((entry) => !this.known.has(entry.id)));
-      this.deferredListed = modified === undefined ? undefined : { modified, at: this.clock.now() };
       this.promoteDue();
       this.pump();
     } catch (error) {
