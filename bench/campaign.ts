@@ -15,10 +15,9 @@ import { campaignTotals, renderCampaignReport, summarizeSystems, type CampaignRe
 import { measureCampaign, type CampaignContext } from './lib/campaign-run.js';
 import { describeEnvironment } from './lib/environment.js';
 import { buildMessage } from './lib/message.js';
-import { mtaQueueHasFlag } from './lib/mta-drain.js';
+import { mtaQueueHasFlag, policyProblem } from './lib/mta-drain.js';
 import { commandLineOptions } from './lib/options.js';
 import { detectPostfix } from './lib/private-postfix.js';
-import { runCommand } from './lib/proc.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -46,7 +45,7 @@ async function main(): Promise<void> {
   const policyText = campaignPolicy(providers);
   const policyPath = path.join(workDir, 'policy.toml');
   await writeFile(policyPath, policyText, { mode: 0o600 });
-  const policy = await policyFor(mtaRoot, mtaQueue, policyPath);
+  const policy = await policyFor(mtaRoot, policyPath);
 
   const postfix = options.systems.has('postfix') ? await detectPostfix() : { ok: false as const, reason: 'not asked for (--scenarios)' };
   const systems = [...options.systems].filter((system) => system !== 'postfix' || postfix.ok);
@@ -113,10 +112,10 @@ async function main(): Promise<void> {
  * The campaign policy, checked by this mta-queue's own `policy check` where it has one, and whether the daemon
  * takes --policy (until the shaping work lands it does not: the bench then measures the unshaped "before").
  */
-async function policyFor(mtaRoot: string, mtaQueue: string, policyPath: string): Promise<{ file: string | null; description: string }> {
+async function policyFor(mtaRoot: string, policyPath: string): Promise<{ file: string | null; description: string }> {
   if (await mtaQueueHasFlag(mtaRoot, 'policy')) {
-    const check = await runCommand(process.execPath, [mtaQueue, 'policy', 'check', policyPath], { timeoutMs: 30_000 });
-    if (check.code !== 0) throw new CampaignUsageError(`mta-queue policy check refused the campaign policy: ${(check.stdout + check.stderr).trim().split('\n')[0]}`);
+    const problem = await policyProblem(mtaRoot, policyPath);
+    if (problem) throw new CampaignUsageError(`mta-queue policy check refused the campaign policy: ${problem}`);
   }
   if (!(await mtaQueueHasFlag(mtaRoot, '--policy'))) return { file: null, description: 'none (this mta-queue --help lists no --policy: unshaped, the "before" figures)' };
   return { file: policyPath, description: `--policy ${policyPath} (the providers' limits; built-in rules unchanged)` };

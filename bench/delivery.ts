@@ -10,8 +10,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { MessageWriter } from '../src/spool/message-writer.js';
-import { startDnsServer, type DnsServer } from '../test/helpers/dns-server.js';
+import { startDnsServer } from '../test/helpers/dns-server.js';
 import { DELIVERY_USAGE, DeliveryUsageError, parseDeliveryOptions, SIGNED_DRAINS, type DeliveryBenchOptions } from './lib/delivery-options.js';
 import { commandLineOptions } from './lib/options.js';
 import { describeCheck, type SignatureCheck } from './lib/dkim-check.js';
@@ -19,17 +18,16 @@ import { generateBenchKeys, keysFor, SIGNING_LABELS, writeKeyDirectory, type Sig
 import { CHECK_DOMAIN, CHECK_RECIPIENT } from './lib/end-to-end.js';
 import { renderEndToEnd, runEndToEndScenario, type EndToEndSummary } from './lib/end-to-end-scenario.js';
 import { describeEnvironment, type Environment } from './lib/environment.js';
-import { BENCH_RECIPIENT, BENCH_SENDER, buildMessage, dataPayload } from './lib/message.js';
-import { drainTiming, freshSpool, measureMtaDrain, mtaQueueHasFlag, SETTLE_MS, SIGNING_DOMAIN, type Addressing, type Drain, type DrainContext, type SigningSetup, type System } from './lib/mta-drain.js';
-import { MtaQueueProcess } from './lib/mta-queue-process.js';
+import { BENCH_RECIPIENT, buildMessage, dataPayload } from './lib/message.js';
+import { drainTiming, measureMtaDrain, mtaQueueHasFlag, policyProblem, SETTLE_MS, SIGNING_DOMAIN, type Addressing, type Drain, type DrainContext, type SigningSetup, type System } from './lib/mta-drain.js';
 import { runPlainLoad } from './lib/plain-load.js';
 import { detectPostfix } from './lib/private-postfix.js';
 import { PostfixRelay } from './lib/postfix-relay.js';
 import { cpuShares, readCpu, waitForSink, type CostShares, type RateOverRuns } from './lib/measure.js';
 import { freePort } from './lib/proc.js';
 import { hasSmtpSink, startCaptureSink, startSink, type SinkMx } from './lib/sink-mx.js';
-import { fillDeferred, writeOne } from './lib/spool-fill.js';
-import { formatMs, formatRate, formatRatio, median, percentile, renderTable, round } from './lib/stats.js';
+import { HELD_DOMAIN, HELD_MX, HELD_MX_HOST, measureWaitingQueue, renderWaitingQueue, waitingSpecs, type WaitingQueueResult } from './lib/waiting-queue.js';
+import { formatMs, formatRate, formatRatio, median, renderTable, round } from './lib/stats.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The checkout whose dist/cli/mta-queue.js runs (--mta-root, else this one). */
@@ -62,26 +60,6 @@ interface DrainSummary extends RateOverRuns, CostShares {
   errors: string[];
 }
 
-interface DeferredResult {
-  deferred: number;
-  fillMs: number;
-  /** Spawn → the `started` log line (recovery, deferred/ indexed, incoming/ scanned). */
-  startupMs: number | null;
-  indexed: number | null;
-  idleSeconds: number;
-  /** CPU over the idle window, % of one core. */
-  idleCpuPercent: number | null;
-  rssMb: number | null;
-  /** Commit of a new message (when mta-server would say 250) → the sink has it; negative when it was faster than the fsyncs. */
-  latenciesMs: (number | null)[];
-  /** Start of writing the message → the sink has it: the figure held against the target. */
-  latenciesFromWriteMs: (number | null)[];
-  latencyTargetMs: number;
-  latencyTargetMet: boolean | null;
-  shutdownMs: number | null;
-  errors: string[];
-}
-
 interface DeliveryReport {
   environment: Environment & { postfix: string; sink: string; mtaQueue: string };
   options: Record<string, unknown>;
@@ -89,7 +67,8 @@ interface DeliveryReport {
   /** Signed CPU ms/msg − unsigned CPU ms/msg, per key type and process count. */
   signingCost: SigningCost[];
   endToEnd: EndToEndSummary[];
-  deferred: DeferredResult | null;
+  /** The deferred and suspended scenarios. */
+  waiting: WaitingQueueResult[];
   notes: string[];
 }
 
@@ -130,6 +109,8 @@ async function main(): Promise<void> {
     [MX_HOST]: { a: [SINK_HOST] },
     [CHECK_DOMAIN]: { mx: [{ preference: 10, exchange: CHECK_MX_HOST }] },
     [CHECK_MX_HOST]: { a: [CAPTURE_HOST] },
+    [HELD_DOMAIN]: { mx: [{ preference: 10, exchange: HELD_MX }] },
+    [HELD_MX]: { a: [HELD_MX_HOST] },
   });
   cleanups.add(() => dns.close());
   // mta-queue reaches every MX on its one --smtp-port: the capturing sink listens at the sink's port on 127.0.0.3.
@@ -150,6 +131,7 @@ async function main(): Promise<void> {
       keyDirs.set(signing, dir);
     }
   }
+  const policyArgs = options.policy ? await drainPolicyArgs(options.policy) : [];
   const signingSetup: SigningSetup = { keyDirs, keys, capture, checkMessages: options.checkMessages };
   const drainContext: DrainContext = { mtaRoot, workDir, sink, dns, cleanups, progress, checkInterrupted };
 
@@ -205,19 +187,19 @@ async function main(): Promise<void> {
       for (const processes of options.processes) {
         checkInterrupted();
         progress(`[run ${run}/${options.runs}] mta-queue ×${processes}: filling a spool with ${options.messages} messages, then draining it`);
-        record(await measureMtaDrain(drainContext, options, message, { processes, run, addressing: 'dns', signing: 'none' }, signingSetup));
+        record(await measureMtaDrain(drainContext, options, message, { processes, run, addressing: 'dns', signing: 'none', extraArgs: policyArgs }, signingSetup));
         for (const name of signedDrains) {
           checkInterrupted();
           const signing = SIGNED_DRAINS[name];
           progress(`[run ${run}/${options.runs}] mta-queue ×${processes}, signing with ${SIGNING_LABELS[signing]}: filling a spool with ${options.messages} messages, then draining it`);
-          record(await measureMtaDrain(drainContext, options, message, { processes, run, addressing: 'dns', signing }, signingSetup));
+          record(await measureMtaDrain(drainContext, options, message, { processes, run, addressing: 'dns', signing, extraArgs: policyArgs }, signingSetup));
         }
       }
     }
     if (options.scenarios.has('literal')) {
       checkInterrupted();
       progress(`[run ${run}/${options.runs}] mta-queue ×1, recipients at [${SINK_HOST}] (no DNS): filling a spool with ${options.messages} messages, then draining it`);
-      record(await measureMtaDrain(drainContext, options, message, { processes: 1, run, addressing: 'literal', signing: 'none' }, signingSetup));
+      record(await measureMtaDrain(drainContext, options, message, { processes: 1, run, addressing: 'literal', signing: 'none', extraArgs: policyArgs }, signingSetup));
     }
     if (relay) {
       checkInterrupted();
@@ -257,11 +239,11 @@ async function main(): Promise<void> {
     if (theirs && !wantsPostfix) environment.postfix = `${theirs.label} (end to end only)`;
   }
 
-  let deferred: DeferredResult | null = null;
-  if (options.scenarios.has('deferred')) {
+  const waiting: WaitingQueueResult[] = [];
+  for (const spec of waitingSpecs(options)) {
     checkInterrupted();
-    progress(`deferred: ${options.deferred} messages due in 1 h, one mta-queue (--log-level info): start-up, ${options.idleSeconds} s idle CPU, ${options.latencyMessages} new messages`);
-    deferred = await measureDeferred(options, sink, dns, message, workDir);
+    progress(`${spec.kind}: ${spec.title}, one mta-queue (--log-level info): start-up, ${spec.idleSeconds} s idle CPU, ${options.latencyMessages} new messages`);
+    waiting.push(await measureWaitingQueue(drainContext, options, spec, message));
   }
 
   checkInterrupted();
@@ -283,6 +265,7 @@ async function main(): Promise<void> {
       deferred: options.deferred,
       idleSeconds: options.idleSeconds,
       latencyMessages: options.latencyMessages,
+      policy: options.policy,
       postfixLog: options.postfixLog,
       e2eMessages: options.e2eMessages,
       e2eSessions: options.e2eSessions,
@@ -292,10 +275,18 @@ async function main(): Promise<void> {
     drains: summaries,
     signingCost: signingCosts(drains),
     endToEnd,
-    deferred,
+    waiting,
     notes,
   };
   process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${renderReport(report)}\n`);
+}
+
+/** `--policy FILE` for the drains, once this build's mta-queue takes the flag and its `policy check` passes the file. */
+async function drainPolicyArgs(file: string): Promise<string[]> {
+  if (!(await mtaQueueHasFlag(mtaRoot, '--policy'))) throw new DeliveryUsageError(`--policy: ${path.join(mtaRoot, 'dist/cli/mta-queue.js')} has no --policy (a build before delivery shaping)`);
+  const problem = await policyProblem(mtaRoot, file);
+  if (problem) throw new DeliveryUsageError(`--policy ${file}: ${problem}`);
+  return ['--policy', path.resolve(file)];
 }
 
 /** `mta-queue ×1`, `mta-queue ×1 @[127.0.0.2]`, `mta-queue ×2 rsa-2048`; Postfix's label is given. */
@@ -373,87 +364,6 @@ async function measurePostfixDrain(options: DeliveryBenchOptions, sink: SinkMx, 
     timedOut: reached.timedOut,
     errors,
   };
-}
-
-async function measureDeferred(options: DeliveryBenchOptions, sink: SinkMx, dns: DnsServer, message: Buffer, workDir: string): Promise<DeferredResult> {
-  const { layout, remove } = await freshSpool(workDir);
-  cleanups.add(remove);
-  const errors: string[] = [];
-  let proc: MtaQueueProcess | null = null;
-  const stop = async () => {
-    await proc?.stop();
-  };
-  cleanups.add(stop);
-  const result: DeferredResult = {
-    deferred: options.deferred,
-    fillMs: 0,
-    startupMs: null,
-    indexed: null,
-    idleSeconds: options.idleSeconds,
-    idleCpuPercent: null,
-    rssMb: null,
-    latenciesMs: [],
-    latenciesFromWriteMs: [],
-    latencyTargetMs: options.latencyTargetMs,
-    latencyTargetMet: null,
-    shutdownMs: null,
-    errors,
-  };
-  try {
-    result.fillMs = await fillDeferred(layout, options.deferred, Date.now() + 3_600_000, 600_000, BENCH_SENDER, BENCH_RECIPIENT);
-    progress(`  ${options.deferred} deferred messages written in ${(result.fillMs / 1000).toFixed(1)} s`);
-    checkInterrupted();
-    const baseline = sink.count;
-    dns.queries.length = 0;
-    proc = MtaQueueProcess.start({ repoRoot: mtaRoot, spool: layout.root, dnsServer: dns.address, smtpPort: sink.port, concurrency: options.concurrency, perDestination: options.perDestination, logLevel: 'info' });
-    const started = await proc.waitForEvent('started', 120_000);
-    if (!started) throw new Error(`no "started" line within 120 s${proc.exitReason ? `: ${proc.exitReason}` : ''}`);
-    result.startupMs = started.at - proc.spawnedAt;
-    result.indexed = typeof started.deferred === 'number' ? started.deferred : null;
-    progress(`  started after ${formatMs(result.startupMs)} ms with ${result.indexed} deferred indexed`);
-
-    await sleep(500);
-    const cpu0 = await proc.cpuMs();
-    const t0 = performance.now();
-    await sleep(options.idleSeconds * 1000);
-    const cpu1 = await proc.cpuMs();
-    result.idleCpuPercent = ((cpu1 - cpu0) / (performance.now() - t0)) * 100;
-    const memory = await proc.memory();
-    result.rssMb = memory ? memory.rssKb / 1024 : null;
-    progress(`  idle CPU ${result.idleCpuPercent.toFixed(2)}% of a core over ${options.idleSeconds} s, RSS ${result.rssMb?.toFixed(0)} MB`);
-
-    const writer = new MessageWriter(layout);
-    for (let i = 0; i < options.latencyMessages; i++) {
-      // Spread the arrivals over the poll interval, so the figure is not one lucky phase of a timer.
-      await sleep(300 + Math.floor(Math.random() * 700));
-      const before = sink.count;
-      const writeStarted = performance.now();
-      await writeOne(writer, message, BENCH_SENDER, BENCH_RECIPIENT);
-      const committed = performance.now();
-      const at = await sink.waitForCount(before + 1, 10_000);
-      // The sink may count it before commit() resolves: the queue sees the envelope at its rename, before the
-      // directory fsyncs that commit still waits for. Then "after commit" is negative.
-      result.latenciesMs.push(at === null ? null : at - committed);
-      result.latenciesFromWriteMs.push(at === null ? null : at - writeStarted);
-      progress(`  new message ${i + 1}: ${at === null ? 'NOT at the sink within 10 s' : `at the sink ${formatMs(at - writeStarted)} ms after writing began (${formatMs(at - committed)} ms after its commit)`}`);
-    }
-    const measured = result.latenciesFromWriteMs.filter((value): value is number => value !== null);
-    result.latencyTargetMet = measured.length === result.latenciesFromWriteMs.length && Math.max(...measured) <= options.latencyTargetMs;
-    const extra = sink.count - baseline - measured.length;
-    if (extra !== 0) errors.push(`${extra} messages other than the new ones reached the sink (deferred mail delivered early?)`);
-    result.shutdownMs = await proc.stop();
-    if (proc.problemCount > 0) errors.push(`mta-queue logged ${proc.problemCount} warn/error lines, last: ${proc.problems.at(-1)}`);
-    if (proc.exitReason && !/SIGTERM|status 0/.test(proc.exitReason)) errors.push(proc.exitReason);
-  } catch (error) {
-    errors.push((error as Error).message);
-  } finally {
-    await stop();
-    cleanups.delete(stop);
-    progress(`  removing the ${options.deferred}-message spool…`);
-    await remove();
-    cleanups.delete(remove);
-  }
-  return result;
 }
 
 const LABELS: Record<System, string> = { 'mta-queue': 'mta-queue', postfix: 'Postfix' };
@@ -556,7 +466,7 @@ function renderReport(report: DeliveryReport): string {
     `${env.cpus} × ${env.cpuModel}, ${env.memoryGb} GiB, ${env.kernel}, Node ${env.node}, fdatasync ≈ ${env.fdatasyncMs} ms, load ${env.loadAverage.join(' ')}`,
     `mta-queue: ${env.mtaQueue}; sink: ${env.sink}; Postfix: ${env.postfix}`,
     `${o.size}-byte messages${report.drains.length ? `, ${o.messages} per drain, one recipient each at ${SINK_DOMAIN}` : ''}; mta-queue --concurrency ${o.concurrency} per process, ` +
-      `--max-connections-per-destination ${o.perDestination ?? 'default'}; Postfix default_destination_concurrency_limit ${o.concurrency}; runs: ${o.runs}`,
+      `--max-connections-per-destination ${o.perDestination ?? 'default'}${o.policy ? `, the drains with --policy ${o.policy}` : ''}; Postfix default_destination_concurrency_limit ${o.concurrency}; runs: ${o.runs}`,
   ];
   if (report.drains.length) lines.push('');
   if (report.drains.length) {
@@ -598,27 +508,7 @@ function renderReport(report: DeliveryReport): string {
     }
   }
   if (report.endToEnd.length) lines.push('', ...renderEndToEnd(report.endToEnd, report.options));
-  const d = report.deferred;
-  if (d) {
-    const describe = (values: (number | null)[]) => {
-      const ok = values.filter((value): value is number => value !== null);
-      return ok.length ? `p50 ${formatMs(percentile(ok, 50))} ms, max ${formatMs(Math.max(...ok))} ms (${values.map((v) => (v === null ? 'lost' : formatMs(v))).join(', ')})` : 'none arrived';
-    };
-    lines.push('');
-    lines.push(`${d.deferred.toLocaleString('en-US')} deferred messages due in 1 h, one mta-queue at --log-level info:`);
-    const rows: [string, string][] = [
-      ['start-up (spawn → "started")', d.startupMs === null ? '—' : `${formatMs(d.startupMs)} ms (${d.indexed ?? '?'} deferred indexed)`],
-      [`idle CPU over ${d.idleSeconds} s`, d.idleCpuPercent === null ? '—' : `${d.idleCpuPercent.toFixed(2)}% of one core`],
-      ['RSS when idle', d.rssMb === null ? '—' : `${d.rssMb.toFixed(0)} MB`],
-      [`new message (${d.latenciesMs.length}): write → at the sink`, describe(d.latenciesFromWriteMs)],
-      ['  commit (250) → at the sink', describe(d.latenciesMs)],
-      [`target ≤ ${d.latencyTargetMs} ms`, d.latencyTargetMet === null ? 'not measured' : d.latencyTargetMet ? 'met' : 'NOT met'],
-      ['SIGTERM → exit', d.shutdownMs === null ? '—' : `${formatMs(d.shutdownMs)} ms`],
-    ];
-    const width = Math.max(...rows.map(([label]) => label.length));
-    for (const [label, value] of rows) lines.push(`  ${label.padEnd(width)}  ${value}`);
-    for (const error of d.errors) lines.push(`! deferred: ${error}`);
-  }
+  for (const result of report.waiting) lines.push('', ...renderWaitingQueue(result));
   for (const summary of report.drains) for (const error of summary.errors) lines.push(`! ${summary.label}: ${error}`);
   for (const note of report.notes) lines.push(`note: ${note}`);
   return lines.join('\n');

@@ -1,6 +1,7 @@
 /**
  * What every benchmark's main needs around it: cleanups (temp dirs, processes) run once, newest first, at the end
- * or on Ctrl-C; after Ctrl-C nothing new starts; exit status 130 when interrupted, 1 on failure.
+ * or on Ctrl-C; after Ctrl-C nothing new starts; exit status 130 when interrupted, 2 for a usage error found only
+ * once running (a flag this build lacks, a --policy file it refuses), as for a bad flag, 1 on failure.
  */
 export class Interrupted extends Error {}
 
@@ -40,8 +41,10 @@ export class BenchRun {
     try {
       await main();
     } catch (error) {
-      process.exitCode = error instanceof Interrupted ? 130 : 1;
-      if (!(error instanceof Interrupted)) this.progress(`${name} failed: ${isUsageError(error) ? (error as Error).message : ((error as Error).stack ?? String(error))}`);
+      const usage = isUsageError(error);
+      process.exitCode = error instanceof Interrupted ? 130 : usage ? 2 : 1;
+      if (usage) this.progress(`${name}: ${(error as Error).message}`);
+      else if (!(error instanceof Interrupted)) this.progress(`${name} failed: ${(error as Error).stack ?? String(error)}`);
     } finally {
       await this.cleanUp();
     }

@@ -3,10 +3,10 @@ import { integer, parseFlags, scenarioSet, UsageError } from './options.js';
 /** The same class as intake's UsageError: thrown for a bad command line (message only, no stack). */
 export { UsageError as DeliveryUsageError } from './options.js';
 
-export const DELIVERY_SCENARIOS = ['drain', 'drain-rsa', 'drain-ed25519', 'drain-both', 'postfix', 'deferred', 'literal', 'e2e'] as const;
+export const DELIVERY_SCENARIOS = ['drain', 'drain-rsa', 'drain-ed25519', 'drain-both', 'postfix', 'deferred', 'suspended', 'literal', 'e2e'] as const;
 /** The drains mta-queue runs with DKIM keys, and which keys (bench/lib/dkim-keys.ts). */
 export const SIGNED_DRAINS = { 'drain-rsa': 'rsa', 'drain-ed25519': 'ed25519', 'drain-both': 'both' } as const;
-/** What runs without --scenarios: `literal` is a diagnostic, the signed drains and e2e are asked for by name. */
+/** What runs without --scenarios: `literal` is a diagnostic; the signed drains, e2e and `suspended` (a million files) are asked for by name. */
 const DEFAULT_SCENARIOS = ['drain', 'postfix', 'deferred'];
 export type DeliveryScenario = (typeof DELIVERY_SCENARIOS)[number];
 export const SINK_KINDS = ['auto', 'smtp-sink', 'node'] as const;
@@ -23,10 +23,10 @@ export interface DeliveryBenchOptions {
   timeLimitMs: number;
   scenarios: Set<DeliveryScenario>;
   sink: SinkKind;
-  deferred: number;
-  idleSeconds: number;
+  /** Waiting messages of the deferred and suspended scenarios, and their idle window; null: each scenario's own. */
+  deferred: number | null;
+  idleSeconds: number | null;
   latencyMessages: number;
-  latencyTargetMs: number;
   postfixLog: boolean;
   /** e2e: messages smtp-source sends per measurement, its sessions, and unmeasured messages sent first. */
   e2eMessages: number;
@@ -35,6 +35,8 @@ export interface DeliveryBenchOptions {
   /** Messages per measurement routed to the capturing sink to have their DKIM signatures verified. */
   checkMessages: number;
   cpuProfDir: string | null;
+  /** --policy FILE for the drains' mta-queue processes (drain, literal, the signed drains); null: none. */
+  policy: string | null;
   /** A checkout whose dist/cli/mta-queue.js is measured (another build, for before/after); null: this repo. */
   mtaRoot: string | null;
   json: boolean;
@@ -53,6 +55,8 @@ export const DELIVERY_USAGE = `Usage: npm run bench:delivery -- [options]
                           drain     mta-queue drains N spooled messages to the sink MX
                           postfix   a private Postfix instance drains N held messages to the same sink (needs root)
                           deferred  one mta-queue with --deferred messages due in 1 h: start-up, idle CPU, latency
+                          suspended one mta-queue with --deferred messages held back for a suspended site (a
+                                    [TSS04] back-off): idle CPU over a minute, latency of new mail to the sink, RSS
                           literal   one mta-queue drains N messages to b@[127.0.0.2]: no DNS look-ups (like Postfix's
                                     [relayhost]), to see what DNS costs
                           drain-rsa, drain-ed25519, drain-both
@@ -62,9 +66,11 @@ export const DELIVERY_USAGE = `Usage: npm run bench:delivery -- [options]
                                     against Postfix with the OpenDKIM milter (rsa-2048) in the same run (needs root,
                                     the postfix and opendkim packages)
   --sink KIND           auto (smtp-sink if installed, else node), smtp-sink or node [auto]
-  --deferred N          deferred messages in the deferred scenario [100000]
-  --idle-seconds SEC    how long idle CPU is measured in the deferred scenario [10]
+  --deferred N          waiting messages in the deferred and suspended scenarios [100000; suspended: 1000000]
+  --idle-seconds SEC    how long idle CPU is measured in those scenarios [10; suspended: 60]
   --latency-messages N  new messages put in one at a time while the daemon idles [5]
+  --policy FILE         run the drains' mta-queue with --policy FILE (e.g. bench/drain-policy.toml: limits that do
+                          not bind), checked first with that mta-queue's policy check
   --e2e-messages N      e2e: messages smtp-source sends per measurement [10000]
   --e2e-sessions N      e2e: smtp-source sessions [10]
   --warmup N            e2e: unmeasured messages sent through each system first [1000]
@@ -80,7 +86,7 @@ export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'he
   const values = parseFlags(
     argv,
     [
-      'messages', 'runs', 'processes', 'concurrency', 'per-destination', 'size', 'time-limit', 'scenarios', 'sink', 'deferred', 'idle-seconds', 'latency-messages', 'cpu-prof', 'mta-root',
+      'messages', 'runs', 'processes', 'concurrency', 'per-destination', 'size', 'time-limit', 'scenarios', 'sink', 'deferred', 'idle-seconds', 'latency-messages', 'cpu-prof', 'mta-root', 'policy',
       'e2e-messages', 'e2e-sessions', 'warmup', 'check-messages',
     ],
     ['postfix-log', 'json'],
@@ -102,10 +108,9 @@ export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'he
     timeLimitMs: integer(values['time-limit'] ?? '300', '--time-limit', 1, 3600) * 1000,
     scenarios,
     sink: sink as SinkKind,
-    deferred: integer(values.deferred ?? '100000', '--deferred', 0, 2_000_000),
-    idleSeconds: integer(values['idle-seconds'] ?? '10', '--idle-seconds', 1, 600),
+    deferred: values.deferred === undefined ? null : integer(values.deferred, '--deferred', 0, 2_000_000),
+    idleSeconds: values['idle-seconds'] === undefined ? null : integer(values['idle-seconds'], '--idle-seconds', 1, 600),
     latencyMessages: integer(values['latency-messages'] ?? '5', '--latency-messages', 1, 100),
-    latencyTargetMs: 2000,
     postfixLog: values['postfix-log'] ?? false,
     e2eMessages: integer(values['e2e-messages'] ?? '10000', '--e2e-messages', 1, 1_000_000),
     e2eSessions: integer(values['e2e-sessions'] ?? '10', '--e2e-sessions', 1, 500),
@@ -113,6 +118,7 @@ export function parseDeliveryOptions(argv: string[]): DeliveryBenchOptions | 'he
     checkMessages: integer(values['check-messages'] ?? '5', '--check-messages', 1, 100),
     cpuProfDir: values['cpu-prof'] ?? null,
     mtaRoot: values['mta-root'] ?? null,
+    policy: values.policy ?? null,
     json: values.json ?? false,
   };
 }

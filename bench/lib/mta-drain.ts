@@ -141,6 +141,12 @@ export async function mtaQueueHasFlag(mtaRoot: string, flag: string): Promise<bo
   return help.stdout.split('\n').some((line) => line.trim().split(/[\s,=]+/)[0] === flag);
 }
 
+/** The first line of what this build's `mta-queue policy check FILE` finds wrong with the file, or null when it is valid. */
+export async function policyProblem(mtaRoot: string, file: string): Promise<string | null> {
+  const check = await runCommand(process.execPath, [path.join(mtaRoot, 'dist/cli/mta-queue.js'), 'policy', 'check', file], { timeoutMs: 30_000 });
+  return check.code === 0 ? null : ((check.stdout + check.stderr).trim().split('\n')[0] ?? `exit status ${check.code}`);
+}
+
 export async function freshSpool(workDir: string): Promise<{ layout: SpoolLayout; remove: () => Promise<void> }> {
   const parent = await mkdtemp(path.join(workDir, 'spool-'));
   const layout = spoolLayout(path.join(parent, 'spool'));

@@ -55,11 +55,19 @@ export async function writeOne(writer: MessageWriter, message: Buffer, sender: s
   return id;
 }
 
+/** What a suspended site's queue records on each recipient it holds back (deliver-message.ts). */
+export interface HeldBackBy {
+  site: string;
+  source: string;
+  reason: string;
+}
+
 /**
  * `count` messages that were tried once and are due again from `dueAt` on (spread over `spreadMs`): an envelope
  * under `deferred/<due36>-<id>.json` and a small message in data/, written straight to their names without
  * fsync (setup, not a measurement). The envelope is what QueueStore.defer leaves after a 4xx. `recipient` may be
- * a function of the message's index (0..count-1), for a queue with several domains and addresses.
+ * a function of the message's index (0..count-1), for a queue with several domains and addresses. With `heldBack`
+ * they were never tried: held back by a suspension of that site until their due time, as the site queue leaves them.
  */
 export async function fillDeferred(
   layout: SpoolLayout,
@@ -69,6 +77,7 @@ export async function fillDeferred(
   sender: string,
   recipientOf: string | ((index: number) => string),
   parallel = 128,
+  heldBack?: HeldBackBy,
 ): Promise<number> {
   const started = performance.now();
   const now = Date.now();
@@ -85,14 +94,16 @@ export async function fillDeferred(
       id,
       sender,
       recipients: [
-        {
-          ...newRecipient(recipient),
-          state: 'deferred',
-          attempts: 1,
-          lastAttemptAt: now - 60_000,
-          lastReply: { code: 451, enhanced: '4.3.0', text: 'try again later' },
-          remoteMta: 'mx.sink.test',
-        },
+        heldBack
+          ? { ...newRecipient(recipient), state: 'deferred', dueAt: due, heldBack: { ...heldBack, until: due } }
+          : {
+              ...newRecipient(recipient),
+              state: 'deferred',
+              attempts: 1,
+              lastAttemptAt: now - 60_000,
+              lastReply: { code: 451, enhanced: '4.3.0', text: 'try again later' },
+              remoteMta: 'mx.sink.test',
+            },
       ],
       user: null,
       client: CLIENT,
