@@ -428,7 +428,11 @@ describe('mta-queue queue administration', () => {
     const count = 600;
     const ids = new Map<string, string>();
     for (let i = 0; i < count; i++) ids.set(await f.enqueue('app@shop.example', [`r${i}@ok.test`], message(`race-${i}`)), `race-${i}`);
-    const daemon = startDaemon(['--concurrency', '1']);
+    // Paced by the policy (a token every 10 ms), so the daemon is still busy with the queue when the delete comes,
+    // however loaded the machine: unshaped it may deliver all 600 before the command has listed them.
+    const policy = path.join(f.layout.root, '..', 'race-policy.toml');
+    await writeFile(policy, '[shaping.domain."ok.test"]\nmax_message_rate = "100/sec"\n');
+    const daemon = startDaemon(['--concurrency', '1', '--policy', policy]);
     await mx('ok').waitForMessages(mx('ok').messages.length + 20, 20_000);
     const result = await runMtaQueue(['delete', '--domain', 'ok.test', ...spool()]);
     assert.equal(result.code, 0, result.stderr);
