@@ -21,6 +21,11 @@ export interface Route extends Destination {
   source: string;
   /** What the connection binds and says in EHLO; null for `default` (no binding, --hostname). */
   local: LocalSource | null;
+  /**
+   * The rate is the recipient domain's own (`[shaping.domain."D"] max_message_rate`): the receiver's limit, so it
+   * counts every source's mail to the site (shared/design/cli.md), not each source's apart.
+   */
+  domainRate: boolean;
 }
 
 /** Who a message is from, as far as the choice of its source address goes. */
@@ -75,7 +80,8 @@ export class Router {
     if (!route) {
       const relayHost = this.options.relayHost;
       const local = source === DEFAULT_SOURCE ? null : { address: source, ehlo: policy.sources.get(source)?.ehlo ?? null };
-      route = { ...destination, domain, provider: provider?.name ?? null, shaping: effectiveShaping(policy, provider, relayHost ? null : domain), source, local };
+      const domainRate = !relayHost && policy.domains.get(domain)?.max_message_rate !== undefined;
+      route = { ...destination, domain, provider: provider?.name ?? null, shaping: effectiveShaping(policy, provider, relayHost ? null : domain), source, local, domainRate };
       known.bySource.set(source, route);
     }
     return route;

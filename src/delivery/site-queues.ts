@@ -95,7 +95,7 @@ function keysOf(route: Route): LimitKeys {
       provider: route.provider === null ? null : `provider:${route.source}:${route.provider}`,
       // MX names an attacker invents on one address share that address's limit (shared/design/cli.md, Counting).
       address: route.firstAddress === null ? null : `ip:${route.source}:${route.firstAddress}`,
-      messages: `messages:${site}`,
+      messages: route.domainRate ? `messages:*:${route.site}` : `messages:${site}`,
       connections: `connections:${site}`,
     };
     limitKeys.set(route, keys);

@@ -9,7 +9,7 @@ import { ManualClock } from '../helpers/delivery-fixture.js';
 import { LogCapture } from '../helpers/log-capture.js';
 
 function route(site: string, shaping: ShapingSettings, extra: Partial<Route> = {}): Route {
-  return { site, mxHosts: site.split(','), firstAddress: null, domain: site, provider: null, shaping, source: 'default', local: null, ...extra };
+  return { site, mxHosts: site.split(','), firstAddress: null, domain: site, provider: null, shaping, source: 'default', local: null, domainRate: false, ...extra } as Route;
 }
 
 function setup(concurrency = 10) {
@@ -131,4 +131,15 @@ test('a suspended site holds every transaction at once until the suspension ends
   assert.equal((held as { until: number }).until, clock.now() + 2 * 3_600_000);
   assert.match((held as { reason: string }).reason, /suspended until .* by built-in rule 1 \(421 4\.7\.0 \[TSS04\]/);
   granted(await admit(route('mx.other.test', {})).promise);
+});
+
+test("a domain's own max_message_rate is the receiver's: every source's mail to the site shares it; a provider's or the default's is per source", async (t) => {
+  const { sites, admit } = setup();
+  t.after(() => sites.close());
+  const rate = parsePolicy('[shaping.default]\nmax_message_rate = "1/min"\n', 'p').default.max_message_rate!;
+  const from = (source: string, domainRate: boolean) => route('mx.shared.test', { max_message_rate: rate }, { source, domainRate, domain: domainRate ? 'receiver.test' : 'other.test' });
+  granted(await admit(from('192.0.2.10', true)).promise).release();
+  assert.equal((await admit(from('192.0.2.11', true)).promise).kind, 'held', 'the second source waits for the same tokens');
+  granted(await admit(from('192.0.2.10', false)).promise).release();
+  granted(await admit(from('192.0.2.11', false)).promise).release();
 });

@@ -9,7 +9,7 @@ import type { SiteActivity } from '../../src/delivery/site-queues.js';
 const NOW = Date.UTC(2026, 11, 8);
 const policy = builtInPolicy({ connection_limit: 10 });
 const activeSite = (site: string, connections: number, waiting: number, provider: string | null = null): SiteActivity => ({
-  route: { site, mxHosts: site.split(','), firstAddress: '192.0.2.1', domain: 'example.test', provider, shaping: { connection_limit: 10 }, source: 'default', local: null },
+  route: { site, mxHosts: site.split(','), firstAddress: '192.0.2.1', domain: 'example.test', provider, shaping: { connection_limit: 10 }, source: 'default', local: null, domainRate: false },
   connections,
   waiting,
 });
